@@ -1,0 +1,390 @@
+//! `milter.conf`: reading, checking, and compiling it into the policy and the runtime settings.
+
+use crate::{
+    helo::normalize_name,
+    policy::{Action, Policy},
+    socket::Socket,
+};
+use config::{Environment, File, FileFormat};
+use ipnet::IpNet;
+use log::LevelFilter;
+use serde::Deserialize;
+use std::{
+    collections::{BTreeMap, HashMap},
+    error::Error,
+    fmt::{self, Display, Formatter, Write},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub const DEFAULT_PATH: &str = "/etc/bogus-helo-milter/milter.conf";
+pub const ENV_PREFIX: &str = "BOGUS_HELO_MILTER";
+
+/// The file as written; every key has a default so that no file at all is a valid config.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Settings {
+    socket: String,
+    action: String,
+    reply_url: String,
+    own_addresses: Vec<String>,
+    own_names: Vec<String>,
+    trusted_networks: Vec<String>,
+    skip_authenticated: bool,
+    whitelist: Vec<String>,
+    max_connections: u64,
+    stats_interval: String,
+    log_level: String,
+    domains: HashMap<String, DomainSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct DomainSettings {
+    action: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            socket: "inet:127.0.0.1:8895".into(),
+            action: "reject".into(),
+            reply_url: String::new(),
+            own_addresses: Vec::new(),
+            own_names: Vec::new(),
+            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            skip_authenticated: true,
+            whitelist: Vec::new(),
+            max_connections: 1000,
+            stats_interval: "1h".into(),
+            log_level: "info".into(),
+            domains: HashMap::new(),
+        }
+    }
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from; `None` when the default file is absent.
+    pub file: Option<PathBuf>,
+    pub socket: Socket,
+    /// The policy without the interface addresses, which are added at run time
+    /// (`with_interfaces`) so that the check does not depend on the machine it runs on.
+    pub policy: Policy,
+    pub max_connections: usize,
+    pub stats_interval: Option<Duration>,
+    pub log_level: LevelFilter,
+}
+
+/// A configuration that cannot be used, with what a mail administrator needs to fix it.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The named file does not exist.
+    Missing(PathBuf),
+    /// Unreadable, not TOML, an unknown key or a value of the wrong type.
+    Read { origin: String, message: String },
+    /// A value of the right type that makes no sense.
+    Invalid {
+        origin: String,
+        key: String,
+        value: String,
+        problem: String,
+    },
+}
+
+impl Display for ConfigError {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(path) => write!(f, "{}: no such configuration file", path.display()),
+            Self::Read { origin, message } => write!(f, "{origin}: {message}"),
+            Self::Invalid {
+                origin,
+                key,
+                value,
+                problem,
+            } => write!(f, "{origin}: {key} = {value:?}: {problem}"),
+        }
+    }
+}
+
+impl Error for ConfigError {}
+
+impl Config {
+    /// Reads `path`, or the default file if `path` is `None` (where a missing default file
+    /// means the built-in defaults), then the `BOGUS_HELO_MILTER_*` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(path) => (path, true),
+            None => (Path::new(DEFAULT_PATH), false),
+        };
+        let exists = path.exists();
+        if required && !exists {
+            return Err(ConfigError::Missing(path.into()));
+        }
+        let origin = if exists {
+            path.display().to_string()
+        } else {
+            "built-in defaults".to_string()
+        };
+        let env_names: Vec<String> = std::env::vars()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with(ENV_PREFIX))
+            .collect();
+        let origin_with_env = if env_names.is_empty() {
+            origin.clone()
+        } else {
+            format!("{origin} with {}", env_names.join(", "))
+        };
+
+        let read_error = |e: config::ConfigError| ConfigError::Read {
+            origin: origin_with_env.clone(),
+            message: e.to_string(),
+        };
+        let mut builder = config::Config::builder();
+        if exists {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let mut env = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .try_parsing(true)
+            .list_separator(",");
+        for key in [
+            "own_addresses",
+            "own_names",
+            "trusted_networks",
+            "whitelist",
+        ] {
+            env = env.with_list_parse_key(key);
+        }
+        let settings: Settings = builder
+            .add_source(env)
+            .build()
+            .map_err(read_error)?
+            .try_deserialize()
+            .map_err(read_error)?;
+
+        let mut config = Self::from_settings(settings, &origin_with_env)?;
+        config.file = exists.then(|| path.into());
+        Ok(config)
+    }
+
+    fn from_settings(s: Settings, origin: &str) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, value: &str, problem: &str| ConfigError::Invalid {
+            origin: origin.into(),
+            key: key.into(),
+            value: value.into(),
+            problem: problem.into(),
+        };
+
+        let socket = s
+            .socket
+            .parse()
+            .map_err(|problem| invalid("socket", &s.socket, problem))?;
+
+        let parse_action = |key: &str, value: &str| {
+            value
+                .parse::<Action>()
+                .map_err(|()| invalid(key, value, &format!("expected {}", Action::NAMES)))
+        };
+        let action = parse_action("action", &s.action)?;
+        let mut domains = HashMap::new();
+        for (domain, settings) in &s.domains {
+            let key = format!("domains.\"{domain}\".action");
+            if settings.action.is_empty() {
+                return Err(invalid(
+                    &key,
+                    "",
+                    "missing; expected reject, tempfail, log or off",
+                ));
+            }
+            let name = normalize_name(domain);
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '@') {
+                return Err(invalid(
+                    &format!("domains.\"{domain}\""),
+                    domain,
+                    "not a domain name",
+                ));
+            }
+            domains.insert(name, parse_action(&key, &settings.action)?);
+        }
+
+        let reply_url = match s.reply_url.trim() {
+            "" => None,
+            url if url.bytes().all(|b| b.is_ascii_graphic()) && url.len() <= 200 => {
+                Some(url.to_string())
+            }
+            _ => {
+                return Err(invalid(
+                    "reply_url",
+                    &s.reply_url,
+                    "must be printable ASCII without spaces, at most 200 characters",
+                ))
+            }
+        };
+
+        let networks = |key: &str, values: &[String]| {
+            values
+                .iter()
+                .map(|v| {
+                    parse_network(v).ok_or_else(|| invalid(key, v, "not an IP address or network"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let own_networks = networks("own_addresses", &s.own_addresses)?;
+        let trusted_networks = networks("trusted_networks", &s.trusted_networks)?;
+
+        let mut own_names = std::collections::HashSet::new();
+        for name in &s.own_names {
+            let normalized = normalize_name(name.trim());
+            if normalized.is_empty() || normalized.contains(char::is_whitespace) {
+                return Err(invalid("own_names", name, "not a host name"));
+            }
+            own_names.insert(normalized);
+        }
+
+        let mut whitelist = std::collections::HashSet::new();
+        for address in &s.whitelist {
+            let trimmed = address.trim();
+            let trimmed = trimmed
+                .strip_prefix('<')
+                .and_then(|a| a.strip_suffix('>'))
+                .unwrap_or(trimmed);
+            match trimmed.rsplit_once('@') {
+                Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+                    whitelist.insert(trimmed.to_ascii_lowercase());
+                }
+                _ => {
+                    return Err(invalid(
+                        "whitelist",
+                        address,
+                        "not a mail address (expected local-part@domain)",
+                    ))
+                }
+            }
+        }
+
+        let max_connections = match usize::try_from(s.max_connections) {
+            Ok(n @ 1..=1_000_000) => n,
+            _ => {
+                return Err(invalid(
+                    "max_connections",
+                    &s.max_connections.to_string(),
+                    "expected a number from 1 to 1000000",
+                ))
+            }
+        };
+
+        let stats_interval = match s.stats_interval.trim() {
+            "0" | "" => None,
+            text => match humantime::parse_duration(text) {
+                Ok(d) if d.is_zero() => None,
+                Ok(d) => Some(d),
+                Err(e) => {
+                    return Err(invalid(
+                        "stats_interval",
+                        &s.stats_interval,
+                        &format!("{e}; expected a duration such as \"1h\" or \"30min\", or \"0\""),
+                    ))
+                }
+            },
+        };
+
+        let log_level = s.log_level.parse::<LevelFilter>().map_err(|_| {
+            invalid(
+                "log_level",
+                &s.log_level,
+                "expected off, error, warn, info, debug or trace",
+            )
+        })?;
+
+        Ok(Self {
+            file: None,
+            socket,
+            policy: Policy {
+                action,
+                domains,
+                whitelist,
+                own_networks,
+                own_names,
+                trusted_networks,
+                skip_authenticated: s.skip_authenticated,
+                reply_url,
+            },
+            max_connections,
+            stats_interval,
+            log_level,
+        })
+    }
+
+    /// The policy as the milter applies it: the configured one plus this host's addresses.
+    pub fn policy_with(&self, interfaces: &[IpAddr]) -> Policy {
+        let mut policy = self.policy.clone();
+        policy
+            .own_networks
+            .extend(interfaces.iter().map(|&ip| IpNet::from(ip)));
+        policy
+    }
+
+    /// Where the config came from, for log lines.
+    pub fn origin(&self) -> String {
+        match &self.file {
+            Some(path) => path.display().to_string(),
+            None => "built-in defaults".to_string(),
+        }
+    }
+
+    /// The effective configuration in `milter.conf` syntax, as `--check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        fn list<T: Display>(items: impl IntoIterator<Item = T>) -> String {
+            let items: Vec<String> = items.into_iter().map(|i| format!("\"{i}\"")).collect();
+            format!("[{}]", items.join(", "))
+        }
+        fn sorted<T: Display>(items: impl IntoIterator<Item = T>) -> Vec<String> {
+            let mut items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+            items.sort();
+            items
+        }
+        let p = &self.policy;
+        let mut out = String::new();
+        let _ = writeln!(out, "# effective configuration from {}", self.origin());
+        let _ = writeln!(out, "socket = \"{}\"", self.socket);
+        let _ = writeln!(out, "action = \"{}\"", p.action);
+        let _ = writeln!(
+            out,
+            "reply_url = \"{}\"",
+            p.reply_url.as_deref().unwrap_or("")
+        );
+        let _ = writeln!(out, "own_addresses = {}", list(&p.own_networks));
+        let _ = writeln!(out, "own_names = {}", list(sorted(&p.own_names)));
+        let _ = writeln!(out, "trusted_networks = {}", list(&p.trusted_networks));
+        let _ = writeln!(out, "skip_authenticated = {}", p.skip_authenticated);
+        let _ = writeln!(out, "whitelist = {}", list(sorted(&p.whitelist)));
+        let _ = writeln!(out, "max_connections = {}", self.max_connections);
+        let interval = self.stats_interval.map_or("0".to_string(), |d| {
+            humantime::format_duration(d).to_string()
+        });
+        let _ = writeln!(out, "stats_interval = \"{interval}\"");
+        let _ = writeln!(
+            out,
+            "log_level = \"{}\"",
+            self.log_level.as_str().to_ascii_lowercase()
+        );
+        let domains: BTreeMap<_, _> = p.domains.iter().collect();
+        for (domain, action) in domains {
+            let _ = write!(out, "\n[domains.\"{domain}\"]\naction = \"{action}\"\n");
+        }
+        out
+    }
+}
+
+/// An address (`192.0.2.25`, a host network) or a network (`2001:db8::/64`); an address
+/// literal's brackets and `IPv6:` tag are allowed too.
+fn parse_network(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    crate::helo::parse_macro_ip(text).map(IpNet::from)
+}

@@ -1,0 +1,90 @@
+//! `bogus-helo-milter explain`: the verdict for one HELO and recipient, and why, in words a
+//! mail administrator can pass on to a sender.
+
+use crate::{
+    helo::{normalize_name, Helo},
+    policy::Policy,
+    recipient::Recipient,
+    verdict::{decide, Connection, Exemption, Reply, Rule, Verdict},
+};
+use std::{fmt::Write, net::IpAddr};
+
+/// The facts an administrator can give on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Question {
+    pub helo: String,
+    pub rcpt: String,
+    pub client: Option<IpAddr>,
+    pub local: Vec<IpAddr>,
+    pub server_name: Option<String>,
+    pub auth: Option<String>,
+}
+
+pub fn explain(policy: &Policy, q: &Question) -> String {
+    let conn = Connection {
+        helo: Some(Helo::parse(&q.helo)),
+        client: q.client.map(|ip| ip.to_canonical()),
+        local: q.local.iter().map(|ip| ip.to_canonical()).collect(),
+        server_name: q.server_name.as_deref().map(normalize_name),
+        authenticated: q.auth.as_deref().is_some_and(|a| !a.is_empty()),
+    };
+    let rcpt = Recipient::parse(&q.rcpt);
+    let verdict = decide(policy, &conn, &rcpt);
+
+    let mut out = String::new();
+    let helo_kind = match &conn.helo {
+        Some(Helo::Ip(ip)) => format!("an IP address ({ip})"),
+        Some(Helo::Name(_)) | None => "a name".to_string(),
+    };
+    let _ = writeln!(out, "helo:      {:?} is {helo_kind}", q.helo);
+    let _ = writeln!(
+        out,
+        "recipient: {:?}, domain {:?}, action {}{}",
+        rcpt.address,
+        rcpt.domain,
+        policy.action_for(rcpt.domain),
+        if policy
+            .domains
+            .contains_key(&rcpt.domain.to_ascii_lowercase())
+        {
+            " (from its [domains] entry)"
+        } else {
+            " (top-level action)"
+        }
+    );
+    let rule = match verdict.rule() {
+        None => "none: the HELO is neither an IP address nor the recipient's domain or one of this server's names".to_string(),
+        Some(rule @ Rule::OwnIp(_)) => format!("{} (\"{rule}\"): the HELO is one of this server's own addresses (local address, interface or own_addresses)", rule.name()),
+        Some(rule @ Rule::Ip) => format!("{} (\"{rule}\"): the HELO is an IP address instead of a host name", rule.name()),
+        Some(rule @ Rule::RcptDomain) => format!("{} (\"{rule}\"): the HELO is the recipient's domain or one of this server's names (own_names, --server-name)", rule.name()),
+    };
+    let _ = writeln!(out, "rule:      {rule}");
+    let decision = match verdict {
+        Verdict::Pass => "accept".to_string(),
+        Verdict::Exempt(_, why) => format!(
+            "accept, exempt: {}",
+            match why {
+                Exemption::Trusted => "the client address is in trusted_networks",
+                Exemption::Authenticated =>
+                    "the client authenticated and skip_authenticated = true",
+                Exemption::Whitelist => "the recipient is on the whitelist",
+                Exemption::Off => "the action for this recipient's domain is off",
+            }
+        ),
+        Verdict::Reject(_) => "reject".to_string(),
+        Verdict::Tempfail(_) => "tempfail".to_string(),
+        Verdict::Log(_) => {
+            "accept, log only (action = log): the milter would reply as below".to_string()
+        }
+    };
+    let _ = writeln!(out, "verdict:   {decision}");
+    match Reply::for_verdict(&verdict, policy) {
+        Some(reply) => {
+            let _ = writeln!(out, "reply:     {reply}");
+        }
+        None => {
+            let _ = writeln!(out, "reply:     none from the milter (the MTA goes on)");
+        }
+    }
+    out
+}

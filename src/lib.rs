@@ -1,0 +1,121 @@
+//! bogus-helo-milter: refuses mail, per recipient, from clients that greet with a bogus HELO.
+//!
+//! The decision lives in `verdict` (pure), the policy it consults in `policy`, built from
+//! `config`; `milter` holds the callbacks and this file the process around them: signals,
+//! reloads and the statistics line.
+
+pub mod config;
+pub mod explain;
+pub mod helo;
+pub mod interfaces;
+pub mod logging;
+mod milter;
+pub mod policy;
+pub mod recipient;
+pub mod socket;
+pub mod stats;
+pub mod verdict;
+
+use crate::{config::Config, milter::Shared, socket::Listener};
+use log::{error, info, warn};
+use std::{future::Future, io, path::PathBuf, sync::Arc, time::Duration};
+use tokio::{
+    select,
+    signal::unix::{signal, SignalKind},
+    time::{interval_at, Instant, MissedTickBehavior},
+};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Serves milter connections until `shutdown` completes, then lets the sessions in
+/// progress finish their current command. SIGHUP rereads `config_path` (`None`: the
+/// default file); SIGUSR1 and every `stats_interval` log the counters.
+pub async fn run(
+    listener: Listener,
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    let interfaces = interfaces::addresses();
+    let shared = Arc::new(Shared::new(config.policy_with(&interfaces)));
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+
+    let signals = {
+        let shared = shared.clone();
+        let mut current = config.clone();
+        async move {
+            let period = config.stats_interval.unwrap_or(Duration::from_secs(3600));
+            let mut ticks = interval_at(Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                select! {
+                    _ = hangup.recv() => {
+                        if let Some(new) = reload(&shared, &current, config_path.as_deref()) {
+                            current = new;
+                        }
+                    }
+                    _ = usr1.recv() => info!("event=stats {}", shared.stats),
+                    _ = ticks.tick(), if config.stats_interval.is_some() => {
+                        info!("event=stats {}", shared.stats);
+                    }
+                }
+            }
+        }
+    };
+    let signals = tokio::spawn(signals);
+
+    let milter_config = indymilter::Config {
+        max_connections: config.max_connections,
+        ..Default::default()
+    };
+    info!(
+        "event=start version={VERSION} socket={} config={:?} own_interface_addresses={}",
+        config.socket,
+        config.origin(),
+        interfaces.len()
+    );
+    let result = indymilter::run(
+        listener,
+        milter::callbacks(shared.clone()),
+        milter_config,
+        shutdown,
+    )
+    .await;
+    signals.abort();
+    match &result {
+        Ok(()) => info!("event=stop {}", shared.stats),
+        Err(e) => error!("event=stop error={:?}", e.to_string()),
+    }
+    result
+}
+
+/// Rereads the configuration; a bad one is logged and the old one stays in force.
+fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> Option<Config> {
+    match Config::load(path) {
+        Ok(new) => {
+            let interfaces = interfaces::addresses();
+            shared.set_policy(new.policy_with(&interfaces));
+            logging::set_level(new.log_level);
+            if new.socket != current.socket || new.max_connections != current.max_connections {
+                warn!(
+                    "event=reload socket and max_connections take effect only at restart (still socket={} max_connections={})",
+                    current.socket, current.max_connections
+                );
+            }
+            info!("event=reload result=ok config={:?}", new.origin());
+            Some(Config {
+                socket: current.socket.clone(),
+                max_connections: current.max_connections,
+                ..new
+            })
+        }
+        Err(e) => {
+            error!(
+                "event=reload result=failed keeping=previous error={:?}",
+                e.to_string()
+            );
+            None
+        }
+    }
+}

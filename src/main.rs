@@ -1,0 +1,142 @@
+use bogus_helo_milter::{
+    config::{Config, DEFAULT_PATH},
+    explain::{explain, Question},
+    interfaces, logging,
+};
+use clap::{Parser, Subcommand};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// A milter for Postfix and Sendmail that refuses mail, per recipient, from clients that
+/// greet with a bogus HELO: an IP address, the receiving server's own address, or the
+/// recipient's own domain.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without this option the default file is read if it
+    /// exists, else built-in defaults apply.
+    #[arg(short, long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+
+    /// Check the configuration, print the effective configuration, and exit.
+    #[arg(short = 't', long)]
+    check_config: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the verdict that this configuration gives a HELO and a recipient, and why.
+    Explain {
+        /// The HELO/EHLO name the client sent.
+        #[arg(long)]
+        helo: String,
+        /// The recipient address.
+        #[arg(long)]
+        rcpt: String,
+        /// The client's IP address.
+        #[arg(long, value_name = "IP")]
+        client: Option<IpAddr>,
+        /// The local address the client connected to (the MTA's {daemon_addr}); may repeat.
+        #[arg(long, value_name = "IP")]
+        local: Vec<IpAddr>,
+        /// The MTA's host name (its `j` macro, Postfix's myhostname).
+        #[arg(long, value_name = "NAME")]
+        server_name: Option<String>,
+        /// The SASL login name, if the client authenticated.
+        #[arg(long, value_name = "USER")]
+        auth: Option<String>,
+    },
+}
+
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bogus-helo-milter: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+
+    if cli.check_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+
+    if let Some(Command::Explain {
+        helo,
+        rcpt,
+        client,
+        local,
+        server_name,
+        auth,
+    }) = cli.command
+    {
+        let question = Question {
+            helo,
+            rcpt,
+            client,
+            local,
+            server_name,
+            auth,
+        };
+        let policy = config.policy_with(&interfaces::addresses());
+        print!("{}", explain(&policy, &question));
+        return ExitCode::SUCCESS;
+    }
+
+    logging::init(config.log_level);
+    if config.file.is_none() {
+        log::info!("event=config file={DEFAULT_PATH:?} absent, using built-in defaults");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("event=start error={:?}", e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match config.socket.bind() {
+            Ok(listener) => listener,
+            Err(e) => {
+                log::error!(
+                    "event=start socket={} error={:?}",
+                    config.socket,
+                    e.to_string()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let socket = config.socket.clone();
+        let shutdown = async {
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        let result = bogus_helo_milter::run(listener, config, cli.config, shutdown).await;
+        socket.cleanup();
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        }
+    })
+}

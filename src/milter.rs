@@ -1,0 +1,217 @@
+//! The milter callbacks: they gather the facts of each SMTP session, ask `decide` at RCPT,
+//! and turn its verdict into the milter reply and a log line.
+
+use crate::{
+    helo::{normalize_name, parse_macro_ip, Helo},
+    logging::quote,
+    policy::Policy,
+    recipient::Recipient,
+    stats::Stats,
+    verdict::{decide, Connection, Reply, Verdict},
+};
+use indymilter::{
+    Callbacks, Context, MacroStage, Macros, NegotiateContext, SetErrorReply, SocketInfo, Status,
+};
+use log::{debug, error, info};
+use std::{
+    ffi::{CStr, CString},
+    sync::{Arc, RwLock},
+};
+
+/// What all sessions share: the policy in force (replaced on reload) and the counters.
+#[derive(Debug)]
+pub struct Shared {
+    policy: RwLock<Arc<Policy>>,
+    pub stats: Stats,
+}
+
+impl Shared {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy: RwLock::new(Arc::new(policy)),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        // A poisoned lock still holds a complete policy: the writer only swaps an Arc.
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    }
+}
+
+/// One SMTP session, as seen through one milter connection.
+pub(crate) struct Session {
+    /// Taken at the start: a reload applies from the next connection on.
+    policy: Arc<Policy>,
+    conn: Connection,
+    /// The HELO as the peer sent it, for the log.
+    helo_text: String,
+}
+
+const CONNECT_MACROS: &str = "j {daemon_addr} {if_addr}";
+const MAIL_MACROS: &str = "{auth_authen}";
+const RCPT_MACROS: &str = "i";
+
+pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
+    let negotiate_shared = shared.clone();
+    Callbacks::new()
+        .on_negotiate(move |cx, _, _| Box::pin(negotiate(cx, negotiate_shared.policy())))
+        .on_connect(|cx, _, socket| Box::pin(connect(cx, socket)))
+        .on_helo(|cx, helo| Box::pin(helo_cb(cx, helo)))
+        .on_mail(|cx, _| Box::pin(mail(cx)))
+        .on_rcpt(move |cx, args| Box::pin(rcpt(cx, args, shared.clone())))
+        .on_eom(|cx| Box::pin(end_message(&mut cx.data)))
+        .on_abort(|cx| Box::pin(end_message(&mut cx.data)))
+        .on_close(|cx| Box::pin(close(cx)))
+}
+
+async fn negotiate(cx: &mut NegotiateContext<Session>, policy: Arc<Policy>) -> Status {
+    for (stage, names) in [
+        (MacroStage::Connect, CONNECT_MACROS),
+        (MacroStage::Mail, MAIL_MACROS),
+        (MacroStage::Rcpt, RCPT_MACROS),
+    ] {
+        if let Ok(names) = CString::new(names) {
+            cx.requested_macros.insert(stage, names);
+        }
+    }
+    cx.data = Some(Session {
+        policy,
+        conn: Connection::default(),
+        helo_text: String::new(),
+    });
+    Status::Continue
+}
+
+fn macro_str<'a>(macros: &'a Macros, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let name = CString::new(name).ok()?;
+    macros
+        .get(&name)
+        .map(CStr::to_string_lossy)
+        .filter(|v| !v.is_empty())
+}
+
+async fn connect(cx: &mut Context<Session>, socket: SocketInfo) -> Status {
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    let conn = &mut session.conn;
+    conn.client = match socket {
+        SocketInfo::Inet(addr) => Some(addr.ip().to_canonical()),
+        _ => None,
+    };
+    conn.local.clear();
+    for name in ["{daemon_addr}", "{if_addr}"] {
+        if let Some(ip) = macro_str(&cx.macros, name).and_then(|v| parse_macro_ip(&v)) {
+            if !conn.local.contains(&ip) {
+                conn.local.push(ip);
+            }
+        }
+    }
+    conn.server_name = macro_str(&cx.macros, "j").map(|j| normalize_name(&j));
+    Status::Continue
+}
+
+async fn helo_cb(cx: &mut Context<Session>, helo: CString) -> Status {
+    if let Some(session) = cx.data.as_mut() {
+        // The latest greeting counts: EHLO may be repeated after STARTTLS.
+        let text = helo.to_string_lossy();
+        session.conn.helo = Some(Helo::parse(&text));
+        session.helo_text = text.into_owned();
+    }
+    Status::Continue
+}
+
+async fn mail(cx: &mut Context<Session>) -> Status {
+    if let Some(session) = cx.data.as_mut() {
+        session.conn.authenticated = macro_str(&cx.macros, "{auth_authen}").is_some();
+    }
+    Status::Continue
+}
+
+async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>) -> Status {
+    let (Some(session), Some(arg)) = (cx.data.as_ref(), args.first()) else {
+        return Status::Continue;
+    };
+    let arg = arg.to_string_lossy();
+    let rcpt = Recipient::parse(&arg);
+    let verdict = decide(&session.policy, &session.conn, &rcpt);
+    shared.stats.count(&verdict);
+
+    let describe = || {
+        let client = session
+            .conn
+            .client
+            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        let queue_id = macro_str(&cx.macros, "i")
+            .map_or_else(String::new, |id| format!(" queue_id={}", quote(&id)));
+        format!(
+            "rule={} client={client} helo={} rcpt={}{queue_id}",
+            verdict.rule().map_or("none", |r| r.name()),
+            quote(&session.helo_text),
+            quote(rcpt.address),
+        )
+    };
+
+    let reply = Reply::for_verdict(&verdict, &session.policy);
+    match (verdict, reply) {
+        (Verdict::Reject(_) | Verdict::Tempfail(_), Some(reply)) => {
+            let action = if reply.code.starts_with('5') {
+                "reject"
+            } else {
+                "tempfail"
+            };
+            info!(
+                "action={action} {} reply={}",
+                describe(),
+                quote(&reply.to_string())
+            );
+            // The MTA reads a lone `%` in a milter reply as a format directive.
+            let text = reply.text.replace('%', "%%");
+            match cx
+                .reply
+                .set_error_reply(reply.code, Some(reply.status), [text])
+            {
+                Ok(()) if action == "reject" => Status::Reject,
+                Ok(()) => Status::Tempfail,
+                Err(e) => {
+                    // Cannot happen with the checked reply_url; never refuse without our text.
+                    error!("action=accept {} error={:?}", describe(), e.to_string());
+                    Status::Continue
+                }
+            }
+        }
+        (Verdict::Log(_), Some(reply)) => {
+            info!(
+                "action=log {} would_reply={}",
+                describe(),
+                quote(&reply.to_string())
+            );
+            Status::Continue
+        }
+        (Verdict::Exempt(_, exemption), _) => {
+            debug!("action=accept exempt={} {}", exemption.name(), describe());
+            Status::Continue
+        }
+        _ => Status::Continue,
+    }
+}
+
+async fn end_message(data: &mut Option<Session>) -> Status {
+    if let Some(session) = data.as_mut() {
+        session.conn.authenticated = false;
+    }
+    Status::Continue
+}
+
+async fn close(cx: &mut Context<Session>) -> Status {
+    cx.data = None;
+    Status::Continue
+}

@@ -1,0 +1,136 @@
+//! The milter's listening socket: its `milter.conf` spelling and how it is bound.
+
+use indymilter::EitherListener;
+use std::{
+    fmt::{self, Display, Formatter},
+    fs, io,
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::FileTypeExt,
+    path::PathBuf,
+    str::FromStr,
+};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+
+pub type Listener = EitherListener<TcpListener, UnixListener>;
+
+/// Deep enough that a burst of new SMTP sessions is queued by the kernel rather than
+/// dropped (tokio's own `TcpListener::bind` uses 128, and clients then retry after 1 s).
+const LISTEN_BACKLOG: u32 = 4096;
+
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Socket {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for Socket {
+    type Err = &'static str;
+
+    /// Accepts `inet:HOST:PORT`, Sendmail's `inet:PORT@HOST`, `inet6:` likewise, and
+    /// `unix:PATH` or `local:PATH`. HOST is an IP address; an IPv6 one may be in brackets.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const EXPECTED: &str = "expected inet:HOST:PORT, inet:PORT@HOST or unix:/PATH";
+        let (kind, rest) = s.split_once(':').ok_or(EXPECTED)?;
+        match kind.to_ascii_lowercase().as_str() {
+            "unix" | "local" => {
+                if rest.starts_with('/') {
+                    Ok(Self::Unix(PathBuf::from(rest)))
+                } else {
+                    Err("a unix socket needs an absolute path, as in unix:/run/bogus-helo-milter/milter.sock")
+                }
+            }
+            "inet" | "inet6" => parse_inet(rest).map(Self::Inet).ok_or(EXPECTED),
+            _ => Err(EXPECTED),
+        }
+    }
+}
+
+fn parse_inet(s: &str) -> Option<SocketAddr> {
+    let (host, port) = match s.split_once('@') {
+        Some((port, host)) => (host, port),
+        None => s.rsplit_once(':')?,
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip = match host {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        host => host.parse().ok()?,
+    };
+    Some(SocketAddr::new(ip, port.parse().ok()?))
+}
+
+impl Display for Socket {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inet(addr) => write!(f, "inet:{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl Socket {
+    pub fn bind(&self) -> io::Result<Listener> {
+        match self {
+            Self::Inet(addr) => {
+                let socket = match addr {
+                    SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                socket.set_reuseaddr(true)?;
+                // The MTA sends small packets and waits for each answer: no Nagle delay.
+                socket.set_nodelay(true)?;
+                socket.bind(*addr)?;
+                Ok(EitherListener::Tcp(socket.listen(LISTEN_BACKLOG)?))
+            }
+            Self::Unix(path) => {
+                // A socket file left by an earlier run would make bind fail; anything
+                // that is not a socket is left alone.
+                if let Ok(meta) = fs::symlink_metadata(path) {
+                    if meta.file_type().is_socket() {
+                        fs::remove_file(path)?;
+                    }
+                }
+                Ok(EitherListener::Unix(UnixListener::bind(path)?))
+            }
+        }
+    }
+
+    /// Removes a unix socket file at shutdown, so that the MTA sees the milter is gone.
+    pub fn cleanup(&self) {
+        if let Self::Unix(path) = self {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings() {
+        let inet = |s: &str| Socket::Inet(s.parse().unwrap());
+        assert_eq!("inet:127.0.0.1:8895".parse(), Ok(inet("127.0.0.1:8895")));
+        assert_eq!("inet:8895@127.0.0.1".parse(), Ok(inet("127.0.0.1:8895")));
+        assert_eq!("inet:localhost:8895".parse(), Ok(inet("127.0.0.1:8895")));
+        assert_eq!("inet6:[::1]:8895".parse(), Ok(inet("[::1]:8895")));
+        assert_eq!("inet6:8895@::1".parse(), Ok(inet("[::1]:8895")));
+        assert_eq!(
+            "unix:/run/x.sock".parse(),
+            Ok(Socket::Unix(PathBuf::from("/run/x.sock")))
+        );
+        for bad in [
+            "",
+            "8895",
+            "inet:",
+            "inet:127.0.0.1",
+            "inet:host.example:25",
+            "unix:rel",
+            "tcp:1@x",
+        ] {
+            assert!(bad.parse::<Socket>().is_err(), "{bad}");
+        }
+    }
+}
