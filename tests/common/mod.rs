@@ -1,0 +1,4 @@
+// Each test target uses only part of these helpers.
+#![allow(dead_code)]
+
+pub mod milter;
