@@ -188,3 +188,279 @@ impl Display for Reply {
         write!(f, "{} {} {}", self.code, self.status, self.text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Action;
+    use std::collections::{HashMap, HashSet};
+
+    fn policy() -> Policy {
+        Policy {
+            own_networks: vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "2001:db8:25::/64".parse().unwrap(),
+            ],
+            own_names: HashSet::from(["mail.example.com".to_string()]),
+            whitelist: HashSet::from(["private@example.com".to_string()]),
+            domains: HashMap::from([
+                ("tempfail.example".to_string(), Action::Tempfail),
+                ("log.example".to_string(), Action::Log),
+                ("off.example".to_string(), Action::Off),
+            ]),
+            ..Policy::default()
+        }
+    }
+
+    fn conn(helo: &str) -> Connection {
+        Connection {
+            helo: Some(Helo::parse(helo)),
+            client: Some("198.51.100.7".parse().unwrap()),
+            local: vec![
+                "192.0.2.25".parse().unwrap(),
+                "2001:db8::25".parse().unwrap(),
+            ],
+            server_name: Some("mx.example.com".into()),
+            authenticated: false,
+        }
+    }
+
+    fn judge(policy: &Policy, conn: &Connection, rcpt: &str) -> Verdict {
+        decide(policy, conn, &Recipient::parse(rcpt))
+    }
+
+    fn own(ip: &str) -> Rule {
+        Rule::OwnIp(ip.parse().unwrap())
+    }
+
+    #[test]
+    fn each_rule_in_each_form() {
+        let p = policy();
+        let cases = [
+            ("192.0.2.9", Some(Rule::Ip)),
+            ("[192.0.2.9]", Some(Rule::Ip)),
+            ("2001:db8::9", Some(Rule::Ip)),
+            ("[IPv6:2001:db8::9]", Some(Rule::Ip)),
+            ("192.0.2.25", Some(own("192.0.2.25"))),
+            ("[192.0.2.25]", Some(own("192.0.2.25"))),
+            ("[IPv6:2001:DB8:0:0::25]", Some(own("2001:db8::25"))),
+            ("2001:db8::25", Some(own("2001:db8::25"))),
+            ("[IPv6:::ffff:192.0.2.25]", Some(own("192.0.2.25"))),
+            ("[203.0.113.200]", Some(own("203.0.113.200"))),
+            ("[IPv6:2001:db8:25::abc]", Some(own("2001:db8:25::abc"))),
+            ("example.com", Some(Rule::RcptDomain)),
+            ("EXAMPLE.COM.", Some(Rule::RcptDomain)),
+            ("mx.example.com", Some(Rule::RcptDomain)),
+            ("MX.Example.com.", Some(Rule::RcptDomain)),
+            ("mail.example.com", Some(Rule::RcptDomain)),
+            ("sub.example.com", None),
+            ("example.com..", None),
+            ("localhost", None),
+            ("mail", None),
+            ("", None),
+            ("[192.0.2.9", None),
+        ];
+        for (helo, rule) in cases {
+            let expected = rule.map_or(Verdict::Pass, Verdict::Reject);
+            assert_eq!(
+                judge(&p, &conn(helo), "<user@Example.com>"),
+                expected,
+                "{helo:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn most_specific_rule_wins() {
+        // An own address is also an IP address: own-ip decides.
+        assert_eq!(
+            judge(&policy(), &conn("[192.0.2.25]"), "user@example.com"),
+            Verdict::Reject(own("192.0.2.25"))
+        );
+    }
+
+    #[test]
+    fn no_helo_matches_nothing() {
+        let c = Connection {
+            helo: None,
+            ..conn("")
+        };
+        assert_eq!(judge(&policy(), &c, "user@example.com"), Verdict::Pass);
+    }
+
+    #[test]
+    fn rcpt_domain_needs_a_domain() {
+        let c = conn("");
+        assert_eq!(judge(&policy(), &c, "<postmaster>"), Verdict::Pass);
+        let c = Connection {
+            server_name: None,
+            ..conn("mx.example.com")
+        };
+        assert_eq!(judge(&policy(), &c, "user@example.com"), Verdict::Pass);
+    }
+
+    #[test]
+    fn exemptions() {
+        let p = policy();
+        let c = conn("[192.0.2.9]");
+        assert_eq!(
+            judge(&p, &c, "Private@Example.COM"),
+            Verdict::Exempt(Rule::Ip, Exemption::Whitelist)
+        );
+        assert_eq!(
+            judge(&p, &c, "private+orders@example.com"),
+            Verdict::Exempt(Rule::Ip, Exemption::Whitelist)
+        );
+        assert_eq!(
+            judge(&p, &c, "private2@example.com"),
+            Verdict::Reject(Rule::Ip)
+        );
+        assert_eq!(
+            judge(&p, &c, "private@example.org"),
+            Verdict::Reject(Rule::Ip)
+        );
+
+        let auth = Connection {
+            authenticated: true,
+            ..c.clone()
+        };
+        assert_eq!(
+            judge(&p, &auth, "u@example.com"),
+            Verdict::Exempt(Rule::Ip, Exemption::Authenticated)
+        );
+        let strict = Policy {
+            skip_authenticated: false,
+            ..policy()
+        };
+        assert_eq!(
+            judge(&strict, &auth, "u@example.com"),
+            Verdict::Reject(Rule::Ip)
+        );
+
+        for client in ["127.0.0.1", "127.9.9.9", "::1"] {
+            let local = Connection {
+                client: Some(client.parse().unwrap()),
+                ..conn("[127.0.0.1]")
+            };
+            assert_eq!(
+                judge(&p, &local, "u@example.com"),
+                Verdict::Exempt(Rule::Ip, Exemption::Trusted),
+                "{client}"
+            );
+        }
+        let v6 = Policy {
+            trusted_networks: vec!["2001:db8:7::/48".parse().unwrap()],
+            ..policy()
+        };
+        let c6 = Connection {
+            client: Some("2001:db8:7::1".parse().unwrap()),
+            ..c.clone()
+        };
+        assert_eq!(
+            judge(&v6, &c6, "u@example.com"),
+            Verdict::Exempt(Rule::Ip, Exemption::Trusted)
+        );
+        let none = Policy {
+            trusted_networks: vec![],
+            ..policy()
+        };
+        let lo = Connection {
+            client: Some("127.0.0.1".parse().unwrap()),
+            ..c.clone()
+        };
+        assert_eq!(
+            judge(&none, &lo, "u@example.com"),
+            Verdict::Reject(Rule::Ip)
+        );
+        assert_eq!(
+            judge(&p, &c, "u@off.example"),
+            Verdict::Exempt(Rule::Ip, Exemption::Off)
+        );
+    }
+
+    #[test]
+    fn actions_per_domain_and_top_level() {
+        let p = policy();
+        let c = conn("[192.0.2.9]");
+        assert_eq!(
+            judge(&p, &c, "u@tempfail.example"),
+            Verdict::Tempfail(Rule::Ip)
+        );
+        assert_eq!(
+            judge(&p, &c, "u@TEMPFAIL.example."),
+            Verdict::Tempfail(Rule::Ip)
+        );
+        assert_eq!(judge(&p, &c, "u@log.example"), Verdict::Log(Rule::Ip));
+        assert_eq!(judge(&p, &c, "u@other.example"), Verdict::Reject(Rule::Ip));
+        for (action, verdict) in [
+            (Action::Tempfail, Verdict::Tempfail(Rule::Ip)),
+            (Action::Log, Verdict::Log(Rule::Ip)),
+            (Action::Off, Verdict::Exempt(Rule::Ip, Exemption::Off)),
+        ] {
+            let top = Policy { action, ..policy() };
+            assert_eq!(judge(&top, &c, "u@other.example"), verdict);
+            assert_eq!(
+                judge(&top, &c, "u@tempfail.example"),
+                Verdict::Tempfail(Rule::Ip)
+            );
+        }
+    }
+
+    #[test]
+    fn several_recipients_are_judged_on_their_own() {
+        let p = policy();
+        let c = conn("example.com");
+        let verdicts: Vec<Verdict> = [
+            "a@example.com",
+            "private@example.com",
+            "b@example.org",
+            "c@off.example",
+        ]
+        .iter()
+        .map(|r| judge(&p, &c, r))
+        .collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Reject(Rule::RcptDomain),
+                Verdict::Exempt(Rule::RcptDomain, Exemption::Whitelist),
+                Verdict::Pass,
+                Verdict::Pass,
+            ]
+        );
+    }
+
+    #[test]
+    fn replies_are_the_pages_texts() {
+        let p = policy();
+        let reply = |v| Reply::for_verdict(&v, &p).map(|r| r.to_string());
+        assert_eq!(
+            reply(Verdict::Reject(Rule::Ip)).unwrap(),
+            "550 5.7.1 bogus helo"
+        );
+        assert_eq!(
+            reply(Verdict::Reject(own("2001:db8::25"))).unwrap(),
+            "550 5.7.1 bogus helo 2001:db8::25"
+        );
+        assert_eq!(
+            reply(Verdict::Tempfail(Rule::RcptDomain)).unwrap(),
+            "450 4.7.1 bogus helo matches rcpt"
+        );
+        assert_eq!(
+            reply(Verdict::Log(Rule::Ip)).unwrap(),
+            "550 5.7.1 bogus helo"
+        );
+        assert_eq!(reply(Verdict::Pass), None);
+        assert_eq!(reply(Verdict::Exempt(Rule::Ip, Exemption::Off)), None);
+        let with_url = Policy {
+            reply_url: Some("https://example.com/helo".into()),
+            ..policy()
+        };
+        assert_eq!(
+            Reply::for_verdict(&Verdict::Reject(Rule::Ip), &with_url)
+                .unwrap()
+                .to_string(),
+            "550 5.7.1 bogus helo https://example.com/helo"
+        );
+    }
+}

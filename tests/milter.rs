@@ -16,7 +16,10 @@ async fn session(milter: &Milter, client: [u8; 4], helo: Option<&str>) -> TestCo
     )
     .await
     .expect("macros");
-    let status = conn.connect("client.example.net", client).await.expect("connect");
+    let status = conn
+        .connect("client.example.net", client)
+        .await
+        .expect("connect");
     assert_eq!(status, Status::Continue);
     if let Some(helo) = helo {
         assert_eq!(conn.helo(helo).await.expect("helo"), Status::Continue);
@@ -43,7 +46,10 @@ async fn rcpt(conn: &mut TestConnection, to: &str) -> Status {
 /// The verdict for one message from a foreign client, HELO `helo`, to `to`.
 async fn verdict(milter: &Milter, helo: &str, to: &str) -> Status {
     let mut conn = session(milter, [198, 51, 100, 7], Some(helo)).await;
-    assert_eq!(conn.mail(["<sender@example.org>"]).await.unwrap(), Status::Continue);
+    assert_eq!(
+        conn.mail(["<sender@example.org>"]).await.unwrap(),
+        Status::Continue
+    );
     let status = rcpt(&mut conn, to).await;
     conn.abort().await.unwrap();
     conn.close().await.unwrap();
@@ -63,20 +69,60 @@ async fn each_rule_answers_with_its_exact_text() {
         // ip: any other address, bare or literal, IPv4 or IPv6
         ("[192.0.2.9]", "user@example.com", reject("bogus helo")),
         ("192.0.2.9", "user@example.com", reject("bogus helo")),
-        ("[IPv6:2001:db8::9]", "user@example.com", reject("bogus helo")),
+        (
+            "[IPv6:2001:db8::9]",
+            "user@example.com",
+            reject("bogus helo"),
+        ),
         ("2001:db8::9", "user@example.com", reject("bogus helo")),
         // own-ip: the MTA's {daemon_addr}, an own_addresses network and address, loopback
-        ("[192.0.2.25]", "user@example.com", reject("bogus helo 192.0.2.25")),
-        ("192.0.2.25", "user@example.com", reject("bogus helo 192.0.2.25")),
-        ("[203.0.113.77]", "user@example.com", reject("bogus helo 203.0.113.77")),
-        ("[IPv6:2001:DB8:25:0::25]", "user@example.com", reject("bogus helo 2001:db8:25::25")),
-        ("[127.0.0.1]", "user@example.com", reject("bogus helo 127.0.0.1")),
+        (
+            "[192.0.2.25]",
+            "user@example.com",
+            reject("bogus helo 192.0.2.25"),
+        ),
+        (
+            "192.0.2.25",
+            "user@example.com",
+            reject("bogus helo 192.0.2.25"),
+        ),
+        (
+            "[203.0.113.77]",
+            "user@example.com",
+            reject("bogus helo 203.0.113.77"),
+        ),
+        (
+            "[IPv6:2001:DB8:25:0::25]",
+            "user@example.com",
+            reject("bogus helo 2001:db8:25::25"),
+        ),
+        (
+            "[127.0.0.1]",
+            "user@example.com",
+            reject("bogus helo 127.0.0.1"),
+        ),
         ("[IPv6:::1]", "user@example.com", reject("bogus helo ::1")),
         // rcpt-domain: the recipient's domain, the MTA's j, own_names; case and dot ignored
-        ("example.com", "user@example.com", reject("bogus helo matches rcpt")),
-        ("EXAMPLE.com.", "user@Example.COM", reject("bogus helo matches rcpt")),
-        ("mx.example.com", "user@example.org", reject("bogus helo matches rcpt")),
-        ("Mail.Example.Com", "user@example.org", reject("bogus helo matches rcpt")),
+        (
+            "example.com",
+            "user@example.com",
+            reject("bogus helo matches rcpt"),
+        ),
+        (
+            "EXAMPLE.com.",
+            "user@Example.COM",
+            reject("bogus helo matches rcpt"),
+        ),
+        (
+            "mx.example.com",
+            "user@example.org",
+            reject("bogus helo matches rcpt"),
+        ),
+        (
+            "Mail.Example.Com",
+            "user@example.org",
+            reject("bogus helo matches rcpt"),
+        ),
         // none of the rules
         ("example.com", "user@example.org", Status::Continue),
         ("mail.example.net", "user@example.com", Status::Continue),
@@ -85,7 +131,11 @@ async fn each_rule_answers_with_its_exact_text() {
         ("", "user@example.com", Status::Continue),
     ];
     for (helo, to, expected) in cases {
-        assert_eq!(verdict(&milter, helo, to).await, expected, "HELO {helo:?} RCPT {to}");
+        assert_eq!(
+            verdict(&milter, helo, to).await,
+            expected,
+            "HELO {helo:?} RCPT {to}"
+        );
     }
     let log = milter.log();
     assert!(
@@ -99,7 +149,10 @@ async fn asks_for_the_macros_it_needs() {
     let milter = Milter::start("");
     let conn = TestConnection::open(milter.addr()).await.unwrap();
     let macros = conn.requested_macros();
-    assert_eq!(macros[&MacroStage::Connect].to_str().unwrap(), "j {daemon_addr} {if_addr}");
+    assert_eq!(
+        macros[&MacroStage::Connect].to_str().unwrap(),
+        "j {daemon_addr} {if_addr}"
+    );
     assert_eq!(macros[&MacroStage::Mail].to_str().unwrap(), "{auth_authen}");
     assert_eq!(macros[&MacroStage::Rcpt].to_str().unwrap(), "i");
     conn.close().await.unwrap();
@@ -109,11 +162,16 @@ async fn asks_for_the_macros_it_needs() {
 async fn sendmail_if_addr_is_an_own_address() {
     let milter = Milter::start("");
     let mut conn = TestConnection::open(milter.addr()).await.unwrap();
-    conn.macros(MacroStage::Connect, [("{if_addr}", "IPv6:2001:db8:1::1")]).await.unwrap();
+    conn.macros(MacroStage::Connect, [("{if_addr}", "IPv6:2001:db8:1::1")])
+        .await
+        .unwrap();
     conn.connect("client", [198, 51, 100, 7]).await.unwrap();
     conn.helo("[IPv6:2001:db8:1::1]").await.unwrap();
     conn.mail(["<a@example.org>"]).await.unwrap();
-    assert_eq!(rcpt(&mut conn, "u@example.com").await, reject("bogus helo 2001:db8:1::1"));
+    assert_eq!(
+        rcpt(&mut conn, "u@example.com").await,
+        reject("bogus helo 2001:db8:1::1")
+    );
     conn.close().await.unwrap();
 }
 
@@ -122,10 +180,22 @@ async fn decides_per_recipient_with_the_whitelist() {
     let milter = Milter::start(BASE);
     let mut conn = session(&milter, [198, 51, 100, 7], Some("[192.0.2.9]")).await;
     conn.mail(["<sender@example.org>"]).await.unwrap();
-    assert_eq!(rcpt(&mut conn, "private@example.com").await, Status::Continue);
-    assert_eq!(rcpt(&mut conn, "info@example.com").await, reject("bogus helo"));
-    assert_eq!(rcpt(&mut conn, "Private+Orders@EXAMPLE.com").await, Status::Continue);
-    assert_eq!(rcpt(&mut conn, "privatex@example.com").await, reject("bogus helo"));
+    assert_eq!(
+        rcpt(&mut conn, "private@example.com").await,
+        Status::Continue
+    );
+    assert_eq!(
+        rcpt(&mut conn, "info@example.com").await,
+        reject("bogus helo")
+    );
+    assert_eq!(
+        rcpt(&mut conn, "Private+Orders@EXAMPLE.com").await,
+        Status::Continue
+    );
+    assert_eq!(
+        rcpt(&mut conn, "privatex@example.com").await,
+        reject("bogus helo")
+    );
     let (_, status) = conn.eom().await.unwrap();
     assert_eq!(status, Status::Continue);
     conn.close().await.unwrap();
@@ -142,12 +212,16 @@ async fn authenticated_and_trusted_clients_are_exempt() {
 
     // authenticated for one message only
     let mut conn = session(&milter, [192, 0, 2, 100], Some("[192.0.2.9]")).await;
-    conn.macros(MacroStage::Mail, [("{auth_authen}", "alice")]).await.unwrap();
+    conn.macros(MacroStage::Mail, [("{auth_authen}", "alice")])
+        .await
+        .unwrap();
     conn.mail(["<alice@example.org>"]).await.unwrap();
     assert_eq!(rcpt(&mut conn, "u@example.com").await, Status::Continue);
     conn.eom().await.unwrap();
     // The MTA sends each MAIL's macros anew; this time without a login.
-    conn.macros(MacroStage::Mail, [("{mail_addr}", "b@example.org")]).await.unwrap();
+    conn.macros(MacroStage::Mail, [("{mail_addr}", "b@example.org")])
+        .await
+        .unwrap();
     conn.mail(["<b@example.org>"]).await.unwrap();
     assert_eq!(rcpt(&mut conn, "u@example.com").await, reject("bogus helo"));
     conn.close().await.unwrap();
@@ -157,7 +231,9 @@ async fn authenticated_and_trusted_clients_are_exempt() {
 async fn skip_authenticated_false_checks_logged_in_clients() {
     let milter = Milter::start("skip_authenticated = false\ntrusted_networks = []");
     let mut conn = session(&milter, [127, 0, 0, 1], Some("[192.0.2.9]")).await;
-    conn.macros(MacroStage::Mail, [("{auth_authen}", "alice")]).await.unwrap();
+    conn.macros(MacroStage::Mail, [("{auth_authen}", "alice")])
+        .await
+        .unwrap();
     conn.mail(["<alice@example.org>"]).await.unwrap();
     assert_eq!(rcpt(&mut conn, "u@example.com").await, reject("bogus helo"));
     conn.close().await.unwrap();
@@ -182,7 +258,10 @@ async fn the_latest_helo_counts_and_no_helo_matches_nothing() {
     conn.abort().await.unwrap();
     // a bogus greeting, then a good one (as after STARTTLS)
     assert_eq!(conn.helo("[192.0.2.9]").await.unwrap(), Status::Continue);
-    assert_eq!(conn.helo("mail.example.net").await.unwrap(), Status::Continue);
+    assert_eq!(
+        conn.helo("mail.example.net").await.unwrap(),
+        Status::Continue
+    );
     conn.mail(["<a@example.org>"]).await.unwrap();
     assert_eq!(rcpt(&mut conn, "u@example.com").await, Status::Continue);
     conn.abort().await.unwrap();
@@ -199,7 +278,10 @@ async fn several_messages_on_one_connection() {
     let mut conn = session(&milter, [198, 51, 100, 7], Some("example.com")).await;
     for _ in 0..3 {
         conn.mail(["<a@example.org>"]).await.unwrap();
-        assert_eq!(rcpt(&mut conn, "u@example.com").await, reject("bogus helo matches rcpt"));
+        assert_eq!(
+            rcpt(&mut conn, "u@example.com").await,
+            reject("bogus helo matches rcpt")
+        );
         assert_eq!(rcpt(&mut conn, "u@example.net").await, Status::Continue);
         assert_eq!(rcpt(&mut conn, "u@example.org").await, Status::Continue);
         conn.eom().await.unwrap();
@@ -220,9 +302,17 @@ action = \"off\"",
     );
     let mut conn = session(&milter, [198, 51, 100, 7], Some("[192.0.2.9]")).await;
     conn.mail(["<a@example.org>"]).await.unwrap();
-    conn.macros(MacroStage::Rcpt, [("i", "4QueueID")]).await.unwrap();
-    assert_eq!(rcpt(&mut conn, "u@tempfail.example").await, tempfail("bogus helo"));
-    assert_eq!(rcpt(&mut conn, "u@reject.example").await, reject("bogus helo"));
+    conn.macros(MacroStage::Rcpt, [("i", "4QueueID")])
+        .await
+        .unwrap();
+    assert_eq!(
+        rcpt(&mut conn, "u@tempfail.example").await,
+        tempfail("bogus helo")
+    );
+    assert_eq!(
+        rcpt(&mut conn, "u@reject.example").await,
+        reject("bogus helo")
+    );
     assert_eq!(rcpt(&mut conn, "u@off.example").await, Status::Continue);
     assert_eq!(rcpt(&mut conn, "u@other.example").await, Status::Continue);
     conn.close().await.unwrap();
@@ -238,7 +328,10 @@ async fn reply_url_follows_the_text() {
     let milter = Milter::start("reply_url = \"https://example.com/bounces?why=bogus%20helo\"");
     let status = verdict(&milter, "[192.0.2.9]", "u@example.com").await;
     // `%` goes to the MTA doubled, as the milter protocol wants it.
-    assert_eq!(status, reject("bogus helo https://example.com/bounces?why=bogus%%20helo"));
+    assert_eq!(
+        status,
+        reject("bogus helo https://example.com/bounces?why=bogus%%20helo")
+    );
 }
 
 #[tokio::test]
@@ -249,16 +342,25 @@ async fn peer_text_cannot_split_or_forge_a_log_line() {
     conn.helo(helo).await.unwrap();
     conn.mail(["<a@example.org>"]).await.unwrap();
     assert_eq!(rcpt(&mut conn, "u\nx@example.com").await, Status::Continue);
-    conn.helo(CString::new(b"[192.0.2.9]\xff".to_vec()).unwrap()).await.unwrap();
+    conn.helo(CString::new(b"[192.0.2.9]\xff".to_vec()).unwrap())
+        .await
+        .unwrap();
     conn.mail(["<a@example.org>"]).await.unwrap();
     let status = conn
         .rcpt([CString::new(b"<u\xfe@example.com>".to_vec()).unwrap()])
         .await
         .unwrap();
-    assert_eq!(status, Status::Continue, "a name with junk bytes is no IP address");
+    assert_eq!(
+        status,
+        Status::Continue,
+        "a name with junk bytes is no IP address"
+    );
     conn.helo("192.0.2.9").await.unwrap();
     conn.mail(["<a@example.org>"]).await.unwrap();
-    assert_eq!(rcpt(&mut conn, "u\r\n@example.com").await, reject("bogus helo"));
+    assert_eq!(
+        rcpt(&mut conn, "u\r\n@example.com").await,
+        reject("bogus helo")
+    );
     conn.close().await.unwrap();
     assert!(milter.wait_for_log("rcpt=\"u\\x0d\\x0a@example.com\"", Duration::from_secs(5)));
     for line in milter.log().lines() {
@@ -274,10 +376,16 @@ async fn reload_applies_to_new_connections_and_a_bad_config_keeps_the_old() {
     milter.write_config("action = \"tempfail\"");
     let line = milter.reload();
     assert!(line.contains("event=reload result=ok"), "{line}");
-    assert_eq!(verdict(&milter, "[192.0.2.9]", "u@example.com").await, tempfail("bogus helo"));
+    assert_eq!(
+        verdict(&milter, "[192.0.2.9]", "u@example.com").await,
+        tempfail("bogus helo")
+    );
     // The session that started before the reload keeps its policy.
     old_session.mail(["<a@example.org>"]).await.unwrap();
-    assert_eq!(rcpt(&mut old_session, "u@example.com").await, reject("bogus helo"));
+    assert_eq!(
+        rcpt(&mut old_session, "u@example.com").await,
+        reject("bogus helo")
+    );
     old_session.close().await.unwrap();
 
     for bad in [
@@ -288,9 +396,18 @@ async fn reload_applies_to_new_connections_and_a_bad_config_keeps_the_old() {
     ] {
         milter.write_config(bad);
         let line = milter.reload();
-        assert!(line.contains("event=reload result=failed keeping=previous"), "{line}");
-        assert!(line.contains("milter.conf"), "the error names the file: {line}");
-        assert_eq!(verdict(&milter, "[192.0.2.9]", "u@example.com").await, tempfail("bogus helo"));
+        assert!(
+            line.contains("event=reload result=failed keeping=previous"),
+            "{line}"
+        );
+        assert!(
+            line.contains("milter.conf"),
+            "the error names the file: {line}"
+        );
+        assert_eq!(
+            verdict(&milter, "[192.0.2.9]", "u@example.com").await,
+            tempfail("bogus helo")
+        );
     }
     assert!(milter.stop(), "clean exit on SIGTERM");
 }

@@ -49,12 +49,16 @@ impl Milter {
                 None => continue,
             }
         }
-        panic!("milter did not start; log:\n{}", fs::read_to_string(dir.path().join("milter.log")).unwrap_or_default());
+        panic!(
+            "milter did not start; log:\n{}",
+            fs::read_to_string(dir.path().join("milter.log")).unwrap_or_default()
+        );
     }
 
     fn spawn(dir: &Path, addr: SocketAddr, config: &str, env: &[(&str, &str)]) -> Option<Child> {
         let config_path = dir.join("milter.conf");
-        fs::write(&config_path, format!("socket = \"inet:{addr}\"\n{config}")).expect("write config");
+        fs::write(&config_path, format!("socket = \"inet:{addr}\"\n{config}"))
+            .expect("write config");
         let log = fs::File::create(dir.join("milter.log")).expect("log file");
         let mut command = Command::new(BIN);
         command
@@ -102,7 +106,11 @@ impl Milter {
 
     /// Replaces the config file (the socket line is kept); takes effect on `reload`.
     pub fn write_config(&self, config: &str) {
-        fs::write(self.config_path(), format!("socket = \"inet:{}\"\n{config}", self.addr)).expect("write config");
+        fs::write(
+            self.config_path(),
+            format!("socket = \"inet:{}\"\n{config}", self.addr),
+        )
+        .expect("write config");
     }
 
     /// Sends SIGHUP and waits for the milter to log the outcome; returns that log line.
@@ -111,7 +119,8 @@ impl Milter {
         let before = self.log().matches(RESULT).count();
         self.signal(Signal::SIGHUP);
         assert!(
-            self.wait_for(Duration::from_secs(10), |log| log.matches(RESULT).count() > before),
+            self.wait_for(Duration::from_secs(10), |log| log.matches(RESULT).count()
+                > before),
             "no reload logged:\n{}",
             self.log()
         );

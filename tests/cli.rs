@@ -1,0 +1,280 @@
+//! The command line: the config check, its error messages, and `explain`.
+
+mod common;
+
+use common::milter::BIN;
+use std::{fs, process::Command};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(config: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("milter.conf");
+    fs::write(&path, config).unwrap();
+    let mut command = Command::new(BIN);
+    command.arg("-c").arg(&path).args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE"),
+    }
+}
+
+#[test]
+fn check_prints_the_effective_config() {
+    let r = run(
+        "action = \"tempfail\"\nown_addresses = [\"192.0.2.25\", \"2001:db8::/64\"]\n[domains.\"Example.COM\"]\naction = \"log\"\n",
+        &["-t"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for line in [
+        "socket = \"inet:127.0.0.1:8895\"",
+        "action = \"tempfail\"",
+        "own_addresses = [\"192.0.2.25/32\", \"2001:db8::/64\"]",
+        "trusted_networks = [\"127.0.0.0/8\", \"::1/128\"]",
+        "max_connections = 1000",
+        "stats_interval = \"1h\"",
+        "[domains.\"example.com\"]\naction = \"log\"",
+    ] {
+        assert!(r.stdout.contains(line), "{line} in:\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let r = run(
+        "action = \"tempfail\"",
+        &["--check-config"],
+        &[
+            ("BOGUS_HELO_MILTER_ACTION", "log"),
+            ("BOGUS_HELO_MILTER_WHITELIST", "a@example.com,b@example.com"),
+            ("BOGUS_HELO_MILTER_SOCKET", "inet:8895@::1"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("action = \"log\""), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("whitelist = [\"a@example.com\", \"b@example.com\"]"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("socket = \"inet:[::1]:8895\""),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn bad_configs_name_the_file_the_key_and_the_value() {
+    let cases = [
+        (
+            "action = \"bounce\"",
+            "FILE: action = \"bounce\": expected reject, tempfail, log or off",
+        ),
+        (
+            "own_addresses = [\"192.0.2.300\"]",
+            "FILE: own_addresses = \"192.0.2.300\": not an IP address or network",
+        ),
+        (
+            "trusted_networks = [\"10.0.0.0/33\"]",
+            "FILE: trusted_networks = \"10.0.0.0/33\": not an IP address or network",
+        ),
+        ("no_such_key = 1", "FILE: unknown field `no_such_key`"),
+        (
+            "[domains.\"x.example\"]\naction = \"nope\"",
+            "FILE: domains.\"x.example\".action = \"nope\"",
+        ),
+        (
+            "[domains.\"x.example\"]\nactoin = \"log\"",
+            "unknown field `actoin`",
+        ),
+        (
+            "whitelist = [\"nobody\"]",
+            "FILE: whitelist = \"nobody\": not a mail address",
+        ),
+        (
+            "socket = \"tcp:8895\"",
+            "FILE: socket = \"tcp:8895\": expected inet:HOST:PORT",
+        ),
+        (
+            "max_connections = 0",
+            "FILE: max_connections = \"0\": expected a number from 1 to 1000000",
+        ),
+        (
+            "max_connections = \"many\"",
+            "expected an integer for key `max_connections`",
+        ),
+        (
+            "stats_interval = \"soon\"",
+            "FILE: stats_interval = \"soon\"",
+        ),
+        ("log_level = \"loud\"", "FILE: log_level = \"loud\""),
+        (
+            "reply_url = \"http://x/a b\"",
+            "FILE: reply_url = \"http://x/a b\": must be printable ASCII",
+        ),
+        ("action = [", "TOML parse error at line 1"),
+    ];
+    for (config, message) in cases {
+        let r = run(config, &["-t"], &[]);
+        assert_eq!(r.code, 2, "{config}");
+        assert!(r.stderr.contains(message), "{config}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+    let r = run("", &["-t"], &[("BOGUS_HELO_MILTER_ACTOIN", "log")]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("with BOGUS_HELO_MILTER_ACTOIN: unknown field `actoin`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_named_config_file_must_exist() {
+    let out = Command::new(BIN)
+        .args(["-t", "-c", "/nonexistent/milter.conf"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "bogus-helo-milter: /nonexistent/milter.conf: no such configuration file\n"
+    );
+}
+
+#[test]
+fn the_milter_refuses_to_start_on_a_bad_config() {
+    let r = run("action = \"bounce\"", &[], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("action = \"bounce\""), "{}", r.stderr);
+}
+
+#[test]
+fn explain_gives_the_verdict_and_the_reply() {
+    let config =
+        "whitelist = [\"private@example.com\"]\n[domains.\"example.org\"]\naction = \"tempfail\"\n";
+    let r = run(
+        config,
+        &[
+            "explain",
+            "--helo",
+            "[192.0.2.9]",
+            "--rcpt",
+            "info@example.com",
+            "--client",
+            "198.51.100.7",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("rule:      ip (\"bogus helo\")"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("verdict:   reject\nreply:     550 5.7.1 bogus helo\n"),
+        "{}",
+        r.stdout
+    );
+
+    let r = run(
+        config,
+        &[
+            "explain",
+            "--helo",
+            "[192.0.2.25]",
+            "--rcpt",
+            "a@example.org",
+            "--local",
+            "192.0.2.25",
+            "--client",
+            "198.51.100.7",
+        ],
+        &[],
+    );
+    assert!(
+        r.stdout
+            .contains("reply:     450 4.7.1 bogus helo 192.0.2.25"),
+        "{}",
+        r.stdout
+    );
+
+    let r = run(
+        config,
+        &[
+            "explain",
+            "--helo",
+            "example.com",
+            "--rcpt",
+            "private+x@example.com",
+            "--client",
+            "198.51.100.7",
+        ],
+        &[],
+    );
+    assert!(
+        r.stdout
+            .contains("accept, exempt: the recipient is on the whitelist"),
+        "{}",
+        r.stdout
+    );
+
+    let r = run(
+        config,
+        &[
+            "explain",
+            "--helo",
+            "mail.example.net",
+            "--rcpt",
+            "a@example.com",
+        ],
+        &[],
+    );
+    assert!(r.stdout.contains("rule:      none"), "{}", r.stdout);
+    assert!(r.stdout.contains("verdict:   accept\n"), "{}", r.stdout);
+
+    let r = run(
+        config,
+        &[
+            "explain",
+            "--helo",
+            "[192.0.2.9]",
+            "--rcpt",
+            "a@example.com",
+            "--client",
+            "198.51.100.7",
+            "--auth",
+            "alice",
+        ],
+        &[],
+    );
+    assert!(
+        r.stdout.contains("exempt: the client authenticated"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn version() {
+    let out = Command::new(BIN).arg("-V").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("bogus-helo-milter {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
