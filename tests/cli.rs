@@ -278,3 +278,23 @@ fn version() {
         format!("bogus-helo-milter {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn the_example_config_documents_the_defaults() {
+    let example =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/milter.conf.example")).unwrap();
+    let from_example = run(&example, &["-t"], &[]);
+    let from_nothing = run("", &["-t"], &[]);
+    assert_eq!(from_example.code, 0, "{}", from_example.stderr);
+    let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&from_example.stdout), body(&from_nothing.stdout));
+    // Every key of the file format appears in the example.
+    for line in from_nothing.stdout.lines().skip(1) {
+        let key = line.split(" = ").next().unwrap();
+        assert!(
+            example.contains(&format!("\n{key} = ")),
+            "{key} is not documented"
+        );
+    }
+    assert!(example.contains("[domains.\"example.com\"]"));
+}

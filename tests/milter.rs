@@ -411,3 +411,37 @@ async fn reload_applies_to_new_connections_and_a_bad_config_keeps_the_old() {
     }
     assert!(milter.stop(), "clean exit on SIGTERM");
 }
+
+#[tokio::test]
+async fn sigusr1_logs_the_counters() {
+    let milter = Milter::start(BASE);
+    verdict(&milter, "[192.0.2.9]", "u@example.com").await;
+    verdict(&milter, "[192.0.2.9]", "u@example.com").await;
+    verdict(&milter, "example.com", "private@example.com").await;
+    verdict(&milter, "mail.example.net", "u@example.com").await;
+    milter.signal(nix::sys::signal::Signal::SIGUSR1);
+    assert!(
+        milter.wait_for_log(
+            "event=stats rejected_own_ip=0 rejected_ip=2 rejected_rcpt_domain=0 \
+             tempfailed_own_ip=0 tempfailed_ip=0 tempfailed_rcpt_domain=0 \
+             logged_own_ip=0 logged_ip=0 logged_rcpt_domain=0 \
+             exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 exempted_off=0",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        milter.log()
+    );
+}
+
+#[tokio::test]
+async fn stats_interval_logs_the_counters() {
+    let milter = Milter::start("stats_interval = \"300ms\"");
+    assert!(
+        milter.wait_for(Duration::from_secs(5), |log| log
+            .matches("event=stats ")
+            .count()
+            >= 2),
+        "{}",
+        milter.log()
+    );
+}
