@@ -16,19 +16,24 @@ pub mod socket;
 pub mod stats;
 pub mod verdict;
 
-use crate::{config::Config, milter::Shared, socket::Listener};
+use crate::{
+    config::Config,
+    milter::Shared,
+    socket::{Listener, StoppableListener},
+};
 use log::{error, info, warn};
 use std::{future::Future, io, path::PathBuf, sync::Arc, time::Duration};
 use tokio::{
     select,
     signal::unix::{signal, SignalKind},
+    sync::oneshot,
     time::{interval_at, Instant, MissedTickBehavior},
 };
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Serves milter connections until `shutdown` completes, then lets the sessions in
-/// progress finish their current command. SIGHUP rereads `config_path` (`None`: the
+/// Serves milter connections until `shutdown` completes, then refuses new connections
+/// and lets the sessions in progress finish (for up to `SHUTDOWN_GRACE`). SIGHUP rereads `config_path` (`None`: the
 /// default file); SIGUSR1 and every `stats_interval` log the counters.
 pub async fn run(
     listener: Listener,
@@ -69,25 +74,53 @@ pub async fn run(
         max_connections: config.max_connections,
         ..Default::default()
     };
+    let (stop_accepting, stopped) = oneshot::channel::<()>();
+    let listener = StoppableListener::new(listener, async {
+        let _ = stopped.await;
+    });
+    let drain = {
+        let shared = shared.clone();
+        async move {
+            shutdown.await;
+            let _ = stop_accepting.send(());
+            drain_sessions(&shared).await;
+        }
+    };
     info!(
         "event=start version={VERSION} socket={} config={:?} own_interface_addresses={}",
         config.socket,
         config.origin(),
         interfaces.len()
     );
-    let result = indymilter::run(
-        listener,
-        milter::callbacks(shared.clone()),
-        milter_config,
-        shutdown,
-    )
-    .await;
+    let callbacks = milter::callbacks(shared.clone());
+    let result = indymilter::run(listener, callbacks, milter_config, drain).await;
     signals.abort();
     match &result {
         Ok(()) => info!("event=stop {}", shared.stats),
         Err(e) => error!("event=stop error={:?}", e.to_string()),
     }
     result
+}
+
+/// How long a stop waits for the sessions in progress, well inside systemd's stop timeout.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Waits until the sessions in progress have ended, or `SHUTDOWN_GRACE` has passed; the
+/// MTA answers the rest of a session cut short with its `milter_default_action`.
+async fn drain_sessions(shared: &Shared) {
+    let sessions = shared.sessions();
+    info!("event=shutdown new_connections=refused sessions_in_progress={sessions}");
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while shared.sessions() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = shared.sessions();
+    if left > 0 {
+        warn!(
+            "event=shutdown sessions_cut_short={left} after={}s",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
 }
 
 /// Rereads the configuration; a bad one is logged and the old one stays in force.

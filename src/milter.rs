@@ -15,7 +15,10 @@ use indymilter::{
 use log::{debug, error, info};
 use std::{
     ffi::{CStr, CString},
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
 };
 
 /// What all sessions share: the policy in force (replaced on reload) and the counters.
@@ -23,6 +26,7 @@ use std::{
 pub struct Shared {
     policy: RwLock<Arc<Policy>>,
     pub stats: Stats,
+    sessions: AtomicUsize,
 }
 
 impl Shared {
@@ -30,7 +34,13 @@ impl Shared {
         Self {
             policy: RwLock::new(Arc::new(policy)),
             stats: Stats::default(),
+            sessions: AtomicUsize::new(0),
         }
+    }
+
+    /// Milter connections negotiated and not yet closed.
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -53,6 +63,23 @@ pub(crate) struct Session {
     conn: Connection,
     /// The HELO as the peer sent it, for the log.
     helo_text: String,
+    _live: LiveSession,
+}
+
+/// Counts a session in `Shared::sessions` for as long as it lives.
+struct LiveSession(Arc<Shared>);
+
+impl LiveSession {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.sessions.fetch_add(1, Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 const CONNECT_MACROS: &str = "j {daemon_addr} {if_addr}";
@@ -62,7 +89,7 @@ const RCPT_MACROS: &str = "i";
 pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let negotiate_shared = shared.clone();
     Callbacks::new()
-        .on_negotiate(move |cx, _, _| Box::pin(negotiate(cx, negotiate_shared.policy())))
+        .on_negotiate(move |cx, _, _| Box::pin(negotiate(cx, negotiate_shared.clone())))
         .on_connect(|cx, _, socket| Box::pin(connect(cx, socket)))
         .on_helo(|cx, helo| Box::pin(helo_cb(cx, helo)))
         .on_mail(|cx, _| Box::pin(mail(cx)))
@@ -72,7 +99,7 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
         .on_close(|cx| Box::pin(close(cx)))
 }
 
-async fn negotiate(cx: &mut NegotiateContext<Session>, policy: Arc<Policy>) -> Status {
+async fn negotiate(cx: &mut NegotiateContext<Session>, shared: Arc<Shared>) -> Status {
     for (stage, names) in [
         (MacroStage::Connect, CONNECT_MACROS),
         (MacroStage::Mail, MAIL_MACROS),
@@ -83,9 +110,10 @@ async fn negotiate(cx: &mut NegotiateContext<Session>, policy: Arc<Policy>) -> S
         }
     }
     cx.data = Some(Session {
-        policy,
+        policy: shared.policy(),
         conn: Connection::default(),
         helo_text: String::new(),
+        _live: LiveSession::new(shared),
     });
     Status::Continue
 }

@@ -1,17 +1,52 @@
 //! The milter's listening socket: its `milter.conf` spelling and how it is bound.
 
-use indymilter::EitherListener;
+use indymilter::{EitherListener, EitherStream};
 use std::{
     fmt::{self, Display, Formatter},
-    fs, io,
+    fs,
+    future::Future,
+    io,
     net::{IpAddr, SocketAddr},
     os::unix::fs::FileTypeExt,
     path::PathBuf,
+    pin::Pin,
     str::FromStr,
+    task::{Context, Poll},
 };
-use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 
 pub type Listener = EitherListener<TcpListener, UnixListener>;
+
+/// A listener that closes its socket when `stop` completes, so that the MTA's new
+/// connections are refused at once while the sessions in progress go on.
+pub struct StoppableListener {
+    inner: Option<Listener>,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl StoppableListener {
+    pub fn new(inner: Listener, stop: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            inner: Some(inner),
+            stop: Box::pin(stop),
+        }
+    }
+}
+
+impl indymilter::Listener for StoppableListener {
+    type Io = EitherStream<TcpStream, UnixStream>;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+        // `stop` is polled only until it completes: then `inner` is gone.
+        if self.inner.is_some() && self.stop.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+        }
+        match &mut self.inner {
+            Some(listener) => listener.poll_accept(cx),
+            None => Poll::Pending,
+        }
+    }
+}
 
 /// Deep enough that a burst of new SMTP sessions is queued by the kernel rather than
 /// dropped (tokio's own `TcpListener::bind` uses 128, and clients then retry after 1 s).

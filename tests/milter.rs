@@ -445,3 +445,32 @@ async fn stats_interval_logs_the_counters() {
         milter.log()
     );
 }
+
+#[tokio::test]
+async fn sigterm_refuses_new_connections_and_lets_sessions_finish() {
+    let milter = Milter::start("");
+    let mut conn = session(&milter, [198, 51, 100, 7], Some("[192.0.2.9]")).await;
+    milter.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        milter.wait_for_log(
+            "event=shutdown new_connections=refused sessions_in_progress=1",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        milter.log()
+    );
+    assert!(
+        TestConnection::open(milter.addr()).await.is_err(),
+        "new connections are refused"
+    );
+    // The session in progress still gets its verdicts.
+    conn.mail(["<a@example.org>"]).await.unwrap();
+    assert_eq!(rcpt(&mut conn, "u@example.com").await, reject("bogus helo"));
+    conn.close().await.unwrap();
+    assert!(
+        milter.wait_for_log("event=stop ", Duration::from_secs(5)),
+        "{}",
+        milter.log()
+    );
+    assert!(milter.stop(), "exit status 0");
+}
