@@ -34,6 +34,7 @@ struct Settings {
     skip_authenticated: bool,
     whitelist: Vec<String>,
     max_connections: u64,
+    idle_timeout: String,
     stats_interval: String,
     log_level: String,
     domains: HashMap<String, DomainSettings>,
@@ -57,6 +58,7 @@ impl Default for Settings {
             skip_authenticated: true,
             whitelist: Vec::new(),
             max_connections: 1000,
+            idle_timeout: "1h".into(),
             stats_interval: "1h".into(),
             log_level: "info".into(),
             domains: HashMap::new(),
@@ -74,6 +76,8 @@ pub struct Config {
     /// (`with_interfaces`) so that the check does not depend on the machine it runs on.
     pub policy: Policy,
     pub max_connections: usize,
+    /// A milter connection on which the MTA sends nothing for this long is closed.
+    pub idle_timeout: Duration,
     pub stats_interval: Option<Duration>,
     pub log_level: LevelFilter,
 }
@@ -276,6 +280,26 @@ impl Config {
             }
         };
 
+        // The MTA is silent on its milter connection while the client sends the message
+        // (headers and body are not asked for), so this must outlast a slow DATA.
+        let idle_timeout = match humantime::parse_duration(s.idle_timeout.trim()) {
+            Ok(d) if d >= Duration::from_secs(1) => d,
+            Ok(_) => {
+                return Err(invalid(
+                    "idle_timeout",
+                    &s.idle_timeout,
+                    "must be at least 1s",
+                ))
+            }
+            Err(e) => {
+                return Err(invalid(
+                    "idle_timeout",
+                    &s.idle_timeout,
+                    &format!("{e}; expected a duration such as \"1h\" or \"30min\""),
+                ))
+            }
+        };
+
         let stats_interval = match s.stats_interval.trim() {
             "0" | "" => None,
             text => match humantime::parse_duration(text) {
@@ -313,6 +337,7 @@ impl Config {
                 reply_url,
             },
             max_connections,
+            idle_timeout,
             stats_interval,
             log_level,
         })
@@ -362,6 +387,8 @@ impl Config {
         let _ = writeln!(out, "skip_authenticated = {}", p.skip_authenticated);
         let _ = writeln!(out, "whitelist = {}", list(sorted(&p.whitelist)));
         let _ = writeln!(out, "max_connections = {}", self.max_connections);
+        let idle = humantime::format_duration(self.idle_timeout);
+        let _ = writeln!(out, "idle_timeout = \"{idle}\"");
         let interval = self.stats_interval.map_or("0".to_string(), |d| {
             humantime::format_duration(d).to_string()
         });

@@ -72,6 +72,7 @@ pub async fn run(
 
     let milter_config = indymilter::Config {
         max_connections: config.max_connections,
+        connection_timeout: config.idle_timeout,
         ..Default::default()
     };
     let (stop_accepting, stopped) = oneshot::channel::<()>();
@@ -130,16 +131,19 @@ fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> 
             let interfaces = interfaces::addresses();
             shared.set_policy(new.policy_with(&interfaces));
             logging::set_level(new.log_level);
-            if new.socket != current.socket || new.max_connections != current.max_connections {
+            if new.socket != current.socket
+                || new.max_connections != current.max_connections
+                || new.idle_timeout != current.idle_timeout
+            {
                 warn!(
-                    "event=reload socket and max_connections take effect only at restart (still socket={} max_connections={})",
-                    current.socket, current.max_connections
+                    "event=reload socket, max_connections and idle_timeout take effect only at restart"
                 );
             }
             info!("event=reload result=ok config={:?}", new.origin());
             Some(Config {
                 socket: current.socket.clone(),
                 max_connections: current.max_connections,
+                idle_timeout: current.idle_timeout,
                 ..new
             })
         }

@@ -474,3 +474,19 @@ async fn sigterm_refuses_new_connections_and_lets_sessions_finish() {
     );
     assert!(milter.stop(), "exit status 0");
 }
+
+#[tokio::test]
+async fn idle_connections_time_out() {
+    let milter = Milter::start("idle_timeout = \"1s\"");
+    let mut idle = session(&milter, [198, 51, 100, 7], Some("[192.0.2.9]")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        idle.mail(["<a@example.org>"]).await.is_err(),
+        "closed after 1s of silence"
+    );
+    // A session that keeps talking is not disturbed.
+    assert_eq!(
+        verdict(&milter, "[192.0.2.9]", "u@example.com").await,
+        reject("bogus helo")
+    );
+}
