@@ -45,7 +45,7 @@ use tokio::{
     select,
     sync::{watch, OwnedSemaphorePermit},
 };
-use tracing::{trace, warn};
+use tracing::{debug, trace, warn};
 
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
 pub enum State {
@@ -237,8 +237,17 @@ pub fn spawn<S, T>(
             Ok(()) => {
                 trace!("session done processing commands");
             }
+            Err(SessionError::MilterShutDown) => {
+                trace!("session ended by milter shutdown");
+            }
+            Err(SessionError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                // The peer went away without saying goodbye: a health check's probe,
+                // or an MTA process that ended. Not worth a warning.
+                debug!("event=session_end peer_closed_without_quit");
+            }
             Err(e) => {
-                trace!("error in session while processing commands: {e}");
+                // A broken or hostile peer: worth one line in the mail log.
+                warn!("event=session_error error={:?}", e.to_string());
             }
         }
 
