@@ -142,10 +142,6 @@ impl Config {
             format!("{origin} with {}", env_names.join(", "))
         };
 
-        let read_error = |e: config::ConfigError| ConfigError::Read {
-            origin: origin_with_env.clone(),
-            message: e.to_string(),
-        };
         let mut builder = config::Config::builder();
         if exists {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
@@ -162,16 +158,31 @@ impl Config {
         ] {
             env = env.with_list_parse_key(key);
         }
+        let mut config = Self::build(builder.add_source(env), &origin_with_env)?;
+        config.file = exists.then(|| path.into());
+        Ok(config)
+    }
+
+    /// Reads a configuration from TOML text alone, with no file and no environment.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let source = File::from_str(text, FileFormat::Toml);
+        Self::build(config::Config::builder().add_source(source), origin)
+    }
+
+    fn build(
+        builder: config::builder::ConfigBuilder<config::builder::DefaultState>,
+        origin: &str,
+    ) -> Result<Self, ConfigError> {
+        let read_error = |e: config::ConfigError| ConfigError::Read {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        };
         let settings: Settings = builder
-            .add_source(env)
             .build()
             .map_err(read_error)?
             .try_deserialize()
             .map_err(read_error)?;
-
-        let mut config = Self::from_settings(settings, &origin_with_env)?;
-        config.file = exists.then(|| path.into());
-        Ok(config)
+        Self::from_settings(settings, origin)
     }
 
     fn from_settings(s: Settings, origin: &str) -> Result<Self, ConfigError> {
@@ -363,7 +374,10 @@ impl Config {
     /// The effective configuration in `milter.conf` syntax, as `--check-config` prints it.
     pub fn to_toml(&self) -> String {
         fn list<T: Display>(items: impl IntoIterator<Item = T>) -> String {
-            let items: Vec<String> = items.into_iter().map(|i| format!("\"{i}\"")).collect();
+            let items: Vec<String> = items
+                .into_iter()
+                .map(|i| toml_string(&i.to_string()))
+                .collect();
             format!("[{}]", items.join(", "))
         }
         fn sorted<T: Display>(items: impl IntoIterator<Item = T>) -> Vec<String> {
@@ -376,11 +390,8 @@ impl Config {
         let _ = writeln!(out, "# effective configuration from {}", self.origin());
         let _ = writeln!(out, "socket = \"{}\"", self.socket);
         let _ = writeln!(out, "action = \"{}\"", p.action);
-        let _ = writeln!(
-            out,
-            "reply_url = \"{}\"",
-            p.reply_url.as_deref().unwrap_or("")
-        );
+        let url = toml_string(p.reply_url.as_deref().unwrap_or(""));
+        let _ = writeln!(out, "reply_url = {url}");
         let _ = writeln!(out, "own_addresses = {}", list(&p.own_networks));
         let _ = writeln!(out, "own_names = {}", list(sorted(&p.own_names)));
         let _ = writeln!(out, "trusted_networks = {}", list(&p.trusted_networks));
@@ -400,10 +411,29 @@ impl Config {
         );
         let domains: BTreeMap<_, _> = p.domains.iter().collect();
         for (domain, action) in domains {
-            let _ = write!(out, "\n[domains.\"{domain}\"]\naction = \"{action}\"\n");
+            let domain = toml_string(domain);
+            let _ = write!(out, "\n[domains.{domain}]\naction = \"{action}\"\n");
         }
         out
     }
+}
+
+/// A TOML basic string: in double quotes, with `"`, `\` and control characters escaped.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// An address (`192.0.2.25`, a host network) or a network (`2001:db8::/64`); an address
@@ -414,4 +444,44 @@ fn parse_network(text: &str) -> Option<IpNet> {
         return Some(net.trunc());
     }
     crate::helo::parse_macro_ip(text).map(IpNet::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `--check-config` prints is itself a configuration that prints the same.
+    fn round_trip(text: &str) {
+        let config = Config::parse(text, "test").unwrap();
+        let printed = config.to_toml();
+        let again = Config::parse(&printed, "test").unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.to_toml(), printed);
+    }
+
+    #[test]
+    fn the_printed_config_reads_back() {
+        round_trip("");
+        round_trip(include_str!("../milter.conf.example"));
+        round_trip(
+            "reply_url = \"https://x.example/a\\\"b\"
+             own_names = [\"a\\\\b\", \"x\\u0001y\"]
+             whitelist = [\"\\\"john\\\"@example.com\"]
+             own_addresses = [\"[IPv6:2001:db8::1]\", \"192.0.2.1/24\"]
+             stats_interval = \"90min\"
+             idle_timeout = \"2s\"
+             [domains.\"Ex\\\"ample.com\"]
+             action = \"LOG\"",
+        );
+    }
+
+    #[test]
+    fn errors_name_origin_key_and_value() {
+        let e = Config::parse("own_names = [\" \"]", "f.conf").unwrap_err();
+        assert_eq!(e.to_string(), "f.conf: own_names = \" \": not a host name");
+        let e = Config::parse("[domains.\"a b\"]\naction = \"log\"", "f.conf").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.conf: domains.\"a b\" = \"a b\": not a domain name"
+        );
+    }
 }
