@@ -3,6 +3,7 @@
 
 use arbitrary::Arbitrary;
 use bogus_helo_milter::{
+    address_set::AddressSet,
     config::Config,
     helo::{normalize_name, parse_macro_ip, Helo},
     policy::{Action, Policy},
@@ -101,9 +102,9 @@ pub fn decision(input: &DecisionInput) {
             .iter()
             .map(|a| a.to_ascii_lowercase())
             .collect(),
-        own_networks: networks(&input.own_networks),
+        own_networks: AddressSet::new(networks(&input.own_networks)),
         own_names: input.own_names.iter().map(|n| normalize_name(n)).collect(),
-        trusted_networks: networks(&input.trusted_networks),
+        trusted_networks: AddressSet::new(networks(&input.trusted_networks)),
         skip_authenticated: input.skip_authenticated,
         reply_url,
     };

@@ -1,6 +1,7 @@
 //! `milter.conf`: reading, checking, and compiling it into the policy and the runtime settings.
 
 use crate::{
+    address_set::AddressSet,
     helo::normalize_name,
     policy::{Action, Policy},
     socket::Socket,
@@ -341,9 +342,9 @@ impl Config {
                 action,
                 domains,
                 whitelist,
-                own_networks,
+                own_networks: AddressSet::new(own_networks),
                 own_names,
-                trusted_networks,
+                trusted_networks: AddressSet::new(trusted_networks),
                 skip_authenticated: s.skip_authenticated,
                 reply_url,
             },
@@ -392,9 +393,13 @@ impl Config {
         let _ = writeln!(out, "action = \"{}\"", p.action);
         let url = toml_string(p.reply_url.as_deref().unwrap_or(""));
         let _ = writeln!(out, "reply_url = {url}");
-        let _ = writeln!(out, "own_addresses = {}", list(&p.own_networks));
+        let _ = writeln!(out, "own_addresses = {}", list(p.own_networks.networks()));
         let _ = writeln!(out, "own_names = {}", list(sorted(&p.own_names)));
-        let _ = writeln!(out, "trusted_networks = {}", list(&p.trusted_networks));
+        let _ = writeln!(
+            out,
+            "trusted_networks = {}",
+            list(p.trusted_networks.networks())
+        );
         let _ = writeln!(out, "skip_authenticated = {}", p.skip_authenticated);
         let _ = writeln!(out, "whitelist = {}", list(sorted(&p.whitelist)));
         let _ = writeln!(out, "max_connections = {}", self.max_connections);

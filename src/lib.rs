@@ -4,6 +4,7 @@
 //! `config`; `milter` holds the callbacks and this file the process around them: signals,
 //! reloads and the statistics line.
 
+pub mod address_set;
 pub mod config;
 pub mod explain;
 pub mod helo;

@@ -1,7 +1,6 @@
 //! The policy that a configuration compiles to: what the decision consults, and nothing else.
 
-use crate::recipient::base_address;
-use ipnet::IpNet;
+use crate::{address_set::AddressSet, recipient::base_address};
 use std::{
     collections::{HashMap, HashSet},
     fmt::{self, Display, Formatter},
@@ -58,10 +57,10 @@ pub struct Policy {
     /// Lower-case addresses; a `+detail` subaddress of one counts as that address.
     pub whitelist: HashSet<String>,
     /// The configured `own_addresses` and the host's interface addresses.
-    pub own_networks: Vec<IpNet>,
+    pub own_networks: AddressSet,
     /// Lower-case host names without trailing dot, besides the MTA's `j`.
     pub own_names: HashSet<String>,
-    pub trusted_networks: Vec<IpNet>,
+    pub trusted_networks: AddressSet,
     pub skip_authenticated: bool,
     /// Appended to every reply text when set.
     pub reply_url: Option<String>,
@@ -73,12 +72,12 @@ impl Default for Policy {
             action: Action::Reject,
             domains: HashMap::new(),
             whitelist: HashSet::new(),
-            own_networks: Vec::new(),
+            own_networks: AddressSet::default(),
             own_names: HashSet::new(),
-            trusted_networks: vec![
+            trusted_networks: AddressSet::new(vec![
                 "127.0.0.0/8".parse().expect("valid network"),
                 "::1/128".parse().expect("valid network"),
-            ],
+            ]),
             skip_authenticated: true,
             reply_url: None,
         }
@@ -103,10 +102,10 @@ impl Policy {
     }
 
     pub fn is_own_address(&self, ip: IpAddr) -> bool {
-        self.own_networks.iter().any(|net| net.contains(&ip))
+        self.own_networks.contains(ip)
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted_networks.iter().any(|net| net.contains(&ip))
+        self.trusted_networks.contains(ip)
     }
 }

@@ -192,15 +192,15 @@ impl Display for Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Action;
+    use crate::{address_set::AddressSet, policy::Action};
     use std::collections::{HashMap, HashSet};
 
     fn policy() -> Policy {
         Policy {
-            own_networks: vec![
+            own_networks: AddressSet::new(vec![
                 "203.0.113.0/24".parse().unwrap(),
                 "2001:db8:25::/64".parse().unwrap(),
-            ],
+            ]),
             own_names: HashSet::from(["mail.example.com".to_string()]),
             whitelist: HashSet::from(["private@example.com".to_string()]),
             domains: HashMap::from([
@@ -349,7 +349,7 @@ mod tests {
             );
         }
         let v6 = Policy {
-            trusted_networks: vec!["2001:db8:7::/48".parse().unwrap()],
+            trusted_networks: AddressSet::new(vec!["2001:db8:7::/48".parse().unwrap()]),
             ..policy()
         };
         let c6 = Connection {
@@ -361,7 +361,7 @@ mod tests {
             Verdict::Exempt(Rule::Ip, Exemption::Trusted)
         );
         let none = Policy {
-            trusted_networks: vec![],
+            trusted_networks: AddressSet::default(),
             ..policy()
         };
         let lo = Connection {

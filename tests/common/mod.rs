@@ -2,3 +2,6 @@
 #![allow(dead_code)]
 
 pub mod milter;
+pub mod mta;
+pub mod raw;
+pub mod smtp;

@@ -1,0 +1,278 @@
+//! What each MTA tells a milter, and when: a recording milter (indymilter, asking for the
+//! same macros as bogus-helo-milter) behind the private MTA, and a session with two EHLOs,
+//! two recipients and a message, then one without any HELO. The test prints the record
+//! and checks the facts the milter relies on.
+
+use crate::common::{
+    mta::{Kind, Mta},
+    smtp::{Client, Reply},
+};
+use indymilter::{Callbacks, Config, Context, MacroStage, SocketInfo, Status};
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+/// The macros bogus-helo-milter asks for at negotiation (src/milter.rs).
+const REQUESTED: [(MacroStage, &str); 3] = [
+    (MacroStage::Connect, "j {daemon_addr} {if_addr}"),
+    (MacroStage::Mail, "{auth_authen}"),
+    (MacroStage::Rcpt, "i"),
+];
+
+#[derive(Clone, Debug)]
+struct Event {
+    /// `connect`, `helo`, ... for milter callbacks; `client` for a client step marker.
+    stage: String,
+    arg: String,
+    macros: BTreeMap<String, String>,
+}
+
+type Record = Arc<Mutex<Vec<Event>>>;
+
+fn push(record: &Record, stage: &str, arg: String, macros: BTreeMap<String, String>) {
+    record.lock().unwrap().push(Event {
+        stage: stage.into(),
+        arg,
+        macros,
+    });
+}
+
+fn macros_of<T: Send>(cx: &Context<T>) -> BTreeMap<String, String> {
+    cx.macros
+        .to_hash_map()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn recorder(record: Record) -> Callbacks<()> {
+    let (r1, r2, r3, r4, r5, r6) = (
+        record.clone(),
+        record.clone(),
+        record.clone(),
+        record.clone(),
+        record.clone(),
+        record,
+    );
+    Callbacks::new()
+        .on_negotiate(|cx, _, _| {
+            Box::pin(async move {
+                for (stage, names) in REQUESTED {
+                    cx.requested_macros
+                        .insert(stage, CString::new(names).unwrap());
+                }
+                Status::Continue
+            })
+        })
+        .on_connect(move |cx, host, info| {
+            let r = r1.clone();
+            Box::pin(async move {
+                let addr = match info {
+                    SocketInfo::Inet(a) => a.to_string(),
+                    SocketInfo::Unix(p) => format!("unix:{}", p.to_string_lossy()),
+                    SocketInfo::Unknown => "unknown".into(),
+                };
+                push(
+                    &r,
+                    "connect",
+                    format!("{} {addr}", host.to_string_lossy()),
+                    macros_of(cx),
+                );
+                Status::Continue
+            })
+        })
+        .on_helo(move |cx, name| {
+            let r = r2.clone();
+            Box::pin(async move {
+                push(
+                    &r,
+                    "helo",
+                    name.to_string_lossy().into_owned(),
+                    macros_of(cx),
+                );
+                Status::Continue
+            })
+        })
+        .on_mail(move |cx, args| {
+            let r = r3.clone();
+            Box::pin(async move {
+                push(&r, "mail", join(&args), macros_of(cx));
+                Status::Continue
+            })
+        })
+        .on_rcpt(move |cx, args| {
+            let r = r4.clone();
+            Box::pin(async move {
+                push(&r, "rcpt", join(&args), macros_of(cx));
+                Status::Continue
+            })
+        })
+        .on_eom(move |cx| {
+            let r = r5.clone();
+            Box::pin(async move {
+                let macros = cx
+                    .macros
+                    .to_hash_map()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string_lossy().into_owned(),
+                            v.to_string_lossy().into_owned(),
+                        )
+                    })
+                    .collect();
+                push(&r, "eom", String::new(), macros);
+                Status::Continue
+            })
+        })
+        .on_close(move |cx| {
+            let r = r6.clone();
+            Box::pin(async move {
+                push(&r, "close", String::new(), macros_of(cx));
+                Status::Continue
+            })
+        })
+}
+
+fn join(args: &[CString]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn macros_and_helo_calls(kind: Kind) {
+    let record: Record = Arc::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind recorder");
+    let milter_addr: SocketAddr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let milter = rt.spawn(indymilter::run(
+        listener,
+        recorder(record.clone()),
+        Config::default(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let mta = Mta::start(kind, milter_addr);
+
+    let mark = |what: &str| push(&record, "client", what.into(), BTreeMap::new());
+    let step = |client: &mut Client, command: &str| -> Reply {
+        let reply = rt.block_on(client.command(command)).expect("SMTP command");
+        mark(&format!("{command} -> {}", reply.line()));
+        reply
+    };
+
+    // Session 1: two EHLOs, two recipients, a message.
+    let (mut client, greeting) = rt.block_on(Client::connect(mta.addr())).expect("connect");
+    mark(&format!("connect -> {}", greeting.line()));
+    step(&mut client, "EHLO first.example.net");
+    step(&mut client, "EHLO second.example.net");
+    step(&mut client, "MAIL FROM:<sender@example.net>");
+    step(&mut client, "RCPT TO:<one@example.com>");
+    step(&mut client, "RCPT TO:<two@example.org>");
+    let data = rt
+        .block_on(client.data("Subject: macros\n\nHello.\n"))
+        .expect("DATA");
+    mark(&format!("DATA -> {}", data.line()));
+    let _ = rt.block_on(client.quit());
+    mark("QUIT");
+    // Session 2: no HELO at all.
+    let (mut client, greeting) = rt.block_on(Client::connect(mta.addr())).expect("connect");
+    mark(&format!("connect -> {}", greeting.line()));
+    let mail = step(&mut client, "MAIL FROM:<sender@example.net>");
+    if mail.code == 250 {
+        step(&mut client, "RCPT TO:<one@example.com>");
+        step(&mut client, "RSET");
+    }
+    let _ = rt.block_on(client.quit());
+    mark("QUIT");
+    // Let the MTA finish with the milter (close).
+    std::thread::sleep(Duration::from_millis(500));
+
+    let events = record.lock().unwrap().clone();
+    let mut seen = BTreeMap::new();
+    println!("[{kind}] what the milter was told (macros as defined at each callback):");
+    for e in &events {
+        if e.stage == "client" {
+            println!("[{kind}]   client: {}", e.arg);
+            continue;
+        }
+        let macros: Vec<String> = e
+            .macros
+            .iter()
+            .filter(|(k, v)| seen.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for (k, v) in &e.macros {
+            seen.insert(k.clone(), v.clone());
+        }
+        println!(
+            "[{kind}]   milter {} {:?} new/changed macros: {}",
+            e.stage,
+            e.arg,
+            macros.join(" ")
+        );
+    }
+
+    let mut problems = Vec::new();
+    let connect = events.iter().find(|e| e.stage == "connect");
+    let first_rcpt = events.iter().find(|e| e.stage == "rcpt");
+    let second_rcpt = events.iter().filter(|e| e.stage == "rcpt").nth(1);
+    let helos: Vec<&str> = events
+        .iter()
+        .filter(|e| e.stage == "helo")
+        .map(|e| e.arg.as_str())
+        .collect();
+    match connect {
+        Some(c) => {
+            for m in ["j", "{daemon_addr}"] {
+                if !c.macros.contains_key(m) {
+                    problems.push(format!("no {m} at connect"));
+                }
+            }
+            // Postfix never sends {if_addr}; Sendmail leaves it undefined for an interface
+            // in the loopback net (its documentation says so), and the tests are on loopback.
+            if c.macros.contains_key("{if_addr}") {
+                problems.push(format!("{kind} sent {{if_addr}} for a loopback connection"));
+            }
+            if c.macros.get("j").map(String::as_str) != Some(kind.hostname()) {
+                problems.push(format!(
+                    "j is {:?}, not {}",
+                    c.macros.get("j"),
+                    kind.hostname()
+                ));
+            }
+        }
+        None => problems.push("no connect callback".into()),
+    }
+    if helos != ["first.example.net", "second.example.net"] {
+        problems.push(format!(
+            "HELO callbacks {helos:?}, expected both EHLOs in order"
+        ));
+    }
+    if first_rcpt.is_none() || !second_rcpt.is_some_and(|r| r.macros.contains_key("i")) {
+        problems.push("no queue id (i) at the second RCPT".into());
+    }
+
+    drop(mta);
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), milter).await });
+    assert!(problems.is_empty(), "{kind}: {problems:#?}");
+}

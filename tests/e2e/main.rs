@@ -1,0 +1,55 @@
+//! End-to-end tests: the built milter behind a private Postfix and a private Sendmail,
+//! driven over SMTP by a small client, checking the replies a sender sees.
+//!
+//! Every case runs against both MTAs (`postfix::<case>` and `sendmail::<case>`). They need
+//! postfix, m4, sendmail-cf and an unpacked sendmail-bin (`bash .ci/install-mtas`), so they
+//! are `#[ignore]`d: run them with `cargo test --test e2e -- --include-ignored`. A missing
+//! MTA then fails the test; it is never skipped.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bed;
+mod cases;
+mod docs;
+mod macros_seen;
+mod percent;
+
+use common::mta::Kind;
+
+/// Generates `postfix::$case` and `sendmail::$case`, each calling `cases::$case(kind)`.
+macro_rules! both_mtas {
+    ($($case:ident),* $(,)?) => {
+        mod postfix {
+            $(
+                #[test]
+                #[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
+                fn $case() {
+                    crate::cases::$case(crate::Kind::Postfix);
+                }
+            )*
+        }
+        mod sendmail {
+            $(
+                #[test]
+                #[ignore = "needs Sendmail: bash .ci/install-mtas; cargo test -- --include-ignored"]
+                fn $case() {
+                    crate::cases::$case(crate::Kind::Sendmail);
+                }
+            )*
+        }
+    };
+}
+
+both_mtas!(
+    each_rule,
+    good_helo_is_delivered,
+    whitelisted_and_other_recipient,
+    domain_actions,
+    milter_down_tempfails,
+    sighup_changes_policy,
+    reply_url_with_percent,
+    ipv6_client,
+    macros_and_helo_calls,
+    percent_in_reply_text,
+);
