@@ -10,7 +10,8 @@ use crate::{
     verdict::{decide, Connection, Reply, Verdict},
 };
 use indymilter::{
-    Callbacks, Context, MacroStage, Macros, NegotiateContext, SetErrorReply, SocketInfo, Status,
+    Callbacks, Context, MacroStage, Macros, NegotiateContext, ProtoOpts, SetErrorReply, SocketInfo,
+    Status,
 };
 use log::{debug, error, info};
 use std::{
@@ -63,7 +64,17 @@ pub(crate) struct Session {
     conn: Connection,
     /// The HELO as the peer sent it, for the log.
     helo_text: String,
+    /// The stages for which the MTA agreed to expect no reply.
+    no_reply: ProtoOpts,
     _live: LiveSession,
+}
+
+/// What every stage before RCPT answers: nothing at all where the MTA agreed to that.
+fn go_on(data: &Option<Session>, stage: ProtoOpts) -> Status {
+    match data {
+        Some(session) if session.no_reply.contains(stage) => Status::Noreply,
+        _ => Status::Continue,
+    }
 }
 
 /// Counts a session in `Shared::sessions` for as long as it lives.
@@ -89,7 +100,9 @@ const RCPT_MACROS: &str = "i";
 pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let negotiate_shared = shared.clone();
     Callbacks::new()
-        .on_negotiate(move |cx, _, _| Box::pin(negotiate(cx, negotiate_shared.clone())))
+        .on_negotiate(move |cx, _, mta_opts| {
+            Box::pin(negotiate(cx, mta_opts, negotiate_shared.clone()))
+        })
         .on_connect(|cx, _, socket| Box::pin(connect(cx, socket)))
         .on_helo(|cx, helo| Box::pin(helo_cb(cx, helo)))
         .on_mail(|cx, _| Box::pin(mail(cx)))
@@ -99,7 +112,16 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
         .on_close(|cx| Box::pin(close(cx)))
 }
 
-async fn negotiate(cx: &mut NegotiateContext<Session>, shared: Arc<Shared>) -> Status {
+async fn negotiate(
+    cx: &mut NegotiateContext<Session>,
+    mta_opts: ProtoOpts,
+    shared: Arc<Shared>,
+) -> Status {
+    // Only RCPT needs an answer; connect, HELO and MAIL always go on, so the MTA need
+    // not wait for them (a round trip each). Requested only where the MTA offers it.
+    let no_reply =
+        mta_opts & (ProtoOpts::NOREPLY_CONNECT | ProtoOpts::NOREPLY_HELO | ProtoOpts::NOREPLY_MAIL);
+    cx.requested_opts |= no_reply;
     for (stage, names) in [
         (MacroStage::Connect, CONNECT_MACROS),
         (MacroStage::Mail, MAIL_MACROS),
@@ -113,6 +135,7 @@ async fn negotiate(cx: &mut NegotiateContext<Session>, shared: Arc<Shared>) -> S
         policy: shared.policy(),
         conn: Connection::default(),
         helo_text: String::new(),
+        no_reply,
         _live: LiveSession::new(shared),
     });
     Status::Continue
@@ -144,7 +167,7 @@ async fn connect(cx: &mut Context<Session>, socket: SocketInfo) -> Status {
         }
     }
     conn.server_name = macro_str(&cx.macros, "j").map(|j| normalize_name(&j));
-    Status::Continue
+    go_on(&cx.data, ProtoOpts::NOREPLY_CONNECT)
 }
 
 async fn helo_cb(cx: &mut Context<Session>, helo: CString) -> Status {
@@ -154,14 +177,14 @@ async fn helo_cb(cx: &mut Context<Session>, helo: CString) -> Status {
         session.conn.helo = Some(Helo::parse(&text));
         session.helo_text = text.into_owned();
     }
-    Status::Continue
+    go_on(&cx.data, ProtoOpts::NOREPLY_HELO)
 }
 
 async fn mail(cx: &mut Context<Session>) -> Status {
     if let Some(session) = cx.data.as_mut() {
         session.conn.authenticated = macro_str(&cx.macros, "{auth_authen}").is_some();
     }
-    Status::Continue
+    go_on(&cx.data, ProtoOpts::NOREPLY_MAIL)
 }
 
 async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>) -> Status {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::milter::Milter;
-use indymilter_test::{MacroStage, Status, TestConnection};
+use indymilter_test::{MacroStage, ProtoOpts, Status, TestConnection};
 use std::{ffi::CString, time::Duration};
 
 /// Opens a session from `client` with Postfix's connect macros, and sends `helo` if given.
@@ -20,9 +20,9 @@ async fn session(milter: &Milter, client: [u8; 4], helo: Option<&str>) -> TestCo
         .connect("client.example.net", client)
         .await
         .expect("connect");
-    assert_eq!(status, Status::Continue);
+    assert_eq!(status, Status::Noreply);
     if let Some(helo) = helo {
-        assert_eq!(conn.helo(helo).await.expect("helo"), Status::Continue);
+        assert_eq!(conn.helo(helo).await.expect("helo"), Status::Noreply);
     }
     conn
 }
@@ -48,7 +48,7 @@ async fn verdict(milter: &Milter, helo: &str, to: &str) -> Status {
     let mut conn = session(milter, [198, 51, 100, 7], Some(helo)).await;
     assert_eq!(
         conn.mail(["<sender@example.org>"]).await.unwrap(),
-        Status::Continue
+        Status::Noreply
     );
     let status = rcpt(&mut conn, to).await;
     conn.abort().await.unwrap();
@@ -159,6 +159,40 @@ async fn asks_for_the_macros_it_needs() {
 }
 
 #[tokio::test]
+async fn only_rcpt_and_end_of_message_make_the_mta_wait() {
+    let milter = Milter::start("");
+    let conn = TestConnection::open(milter.addr()).await.unwrap();
+    let opts = conn.negotiated_opts();
+    let no_reply = ProtoOpts::NOREPLY_CONNECT | ProtoOpts::NOREPLY_HELO | ProtoOpts::NOREPLY_MAIL;
+    assert!(opts.contains(no_reply), "{opts:?}");
+    assert!(!opts.contains(ProtoOpts::NOREPLY_RCPT));
+    let skipped =
+        ProtoOpts::NO_DATA | ProtoOpts::NO_HEADER | ProtoOpts::NO_EOH | ProtoOpts::NO_BODY;
+    assert!(opts.contains(skipped), "{opts:?}");
+    conn.close().await.unwrap();
+
+    // An MTA that cannot do without replies gets them.
+    let mut conn = TestConnection::configure()
+        .available_opts(ProtoOpts::all() - no_reply)
+        .open_tcp(milter.addr())
+        .await
+        .unwrap();
+    assert!(!conn.negotiated_opts().intersects(no_reply));
+    assert_eq!(
+        conn.connect("client", [198, 51, 100, 7]).await.unwrap(),
+        Status::Continue
+    );
+    assert_eq!(conn.helo("[192.0.2.9]").await.unwrap(), Status::Continue);
+    assert_eq!(
+        conn.mail(["<a@example.org>"]).await.unwrap(),
+        Status::Continue
+    );
+    assert_eq!(rcpt(&mut conn, "u@example.com").await, reject("bogus helo"));
+    conn.close().await.unwrap();
+    assert!(!milter.log().contains("warning"), "{}", milter.log());
+}
+
+#[tokio::test]
 async fn sendmail_if_addr_is_an_own_address() {
     let milter = Milter::start("");
     let mut conn = TestConnection::open(milter.addr()).await.unwrap();
@@ -257,10 +291,10 @@ async fn the_latest_helo_counts_and_no_helo_matches_nothing() {
     assert_eq!(rcpt(&mut conn, "u@example.com").await, Status::Continue);
     conn.abort().await.unwrap();
     // a bogus greeting, then a good one (as after STARTTLS)
-    assert_eq!(conn.helo("[192.0.2.9]").await.unwrap(), Status::Continue);
+    assert_eq!(conn.helo("[192.0.2.9]").await.unwrap(), Status::Noreply);
     assert_eq!(
         conn.helo("mail.example.net").await.unwrap(),
-        Status::Continue
+        Status::Noreply
     );
     conn.mail(["<a@example.org>"]).await.unwrap();
     assert_eq!(rcpt(&mut conn, "u@example.com").await, Status::Continue);
@@ -480,8 +514,10 @@ async fn idle_connections_time_out() {
     let milter = Milter::start("idle_timeout = \"1s\"");
     let mut idle = session(&milter, [198, 51, 100, 7], Some("[192.0.2.9]")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // MAIL gets no reply (the MTA was told not to wait), so RCPT finds the connection closed.
+    let _ = idle.mail(["<a@example.org>"]).await;
     assert!(
-        idle.mail(["<a@example.org>"]).await.is_err(),
+        idle.rcpt(["<u@example.com>"]).await.is_err(),
         "closed after 1s of silence"
     );
     // A session that keeps talking is not disturbed.
