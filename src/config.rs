@@ -4,7 +4,7 @@ use crate::{
     address_set::AddressSet,
     helo::normalize_name,
     policy::{Action, Policy},
-    socket::Socket,
+    socket::{Socket, UnixPermissions},
 };
 use config::{Environment, File, FileFormat};
 use ipnet::IpNet;
@@ -27,6 +27,8 @@ pub const ENV_PREFIX: &str = "BOGUS_HELO_MILTER";
 #[serde(default, deny_unknown_fields)]
 struct Settings {
     socket: String,
+    socket_mode: String,
+    socket_group: String,
     action: String,
     reply_url: String,
     own_addresses: Vec<String>,
@@ -51,6 +53,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             socket: "inet:127.0.0.1:8895".into(),
+            socket_mode: "0660".into(),
+            socket_group: String::new(),
             action: "reject".into(),
             reply_url: String::new(),
             own_addresses: Vec::new(),
@@ -73,6 +77,9 @@ pub struct Config {
     /// The file it was read from; `None` when the default file is absent.
     pub file: Option<PathBuf>,
     pub socket: Socket,
+    /// For a unix socket: its mode and group, as configured (the group by name).
+    pub unix_permissions: UnixPermissions,
+    pub socket_group: Option<String>,
     /// The policy without the interface addresses, which are added at run time
     /// (`with_interfaces`) so that the check does not depend on the machine it runs on.
     pub policy: Policy,
@@ -90,6 +97,8 @@ pub enum ConfigError {
     Missing(PathBuf),
     /// Unreadable, not TOML, an unknown key or a value of the wrong type.
     Read { origin: String, message: String },
+    /// A file that anyone may change is no policy of the administrator's.
+    WorldWritable(PathBuf),
     /// A value of the right type that makes no sense.
     Invalid {
         origin: String,
@@ -104,6 +113,11 @@ impl Display for ConfigError {
         match self {
             Self::Missing(path) => write!(f, "{}: no such configuration file", path.display()),
             Self::Read { origin, message } => write!(f, "{origin}: {message}"),
+            Self::WorldWritable(path) => write!(
+                f,
+                "{0}: writable by every user; refusing it (chmod o-w {0})",
+                path.display()
+            ),
             Self::Invalid {
                 origin,
                 key,
@@ -127,6 +141,9 @@ impl Config {
         let exists = path.exists();
         if required && !exists {
             return Err(ConfigError::Missing(path.into()));
+        }
+        if exists && is_world_writable(path) {
+            return Err(ConfigError::WorldWritable(path.into()));
         }
         let origin = if exists {
             path.display().to_string()
@@ -198,6 +215,29 @@ impl Config {
             .socket
             .parse()
             .map_err(|problem| invalid("socket", &s.socket, problem))?;
+
+        let mode = u32::from_str_radix(s.socket_mode.trim(), 8)
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "socket_mode",
+                    &s.socket_mode,
+                    "expected an octal file mode such as \"0660\"",
+                )
+            })?;
+        let socket_group = match s.socket_group.trim() {
+            "" => None,
+            name => Some(name.to_string()),
+        };
+        let gid = match &socket_group {
+            None => None,
+            Some(name) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(group)) => Some(group.gid.as_raw()),
+                Ok(None) => return Err(invalid("socket_group", name, "no such group")),
+                Err(e) => return Err(invalid("socket_group", name, &e.to_string())),
+            },
+        };
 
         let parse_action = |key: &str, value: &str| {
             value
@@ -338,6 +378,8 @@ impl Config {
         Ok(Self {
             file: None,
             socket,
+            unix_permissions: UnixPermissions { mode, group: gid },
+            socket_group,
             policy: Policy {
                 action,
                 domains,
@@ -390,6 +432,10 @@ impl Config {
         let mut out = String::new();
         let _ = writeln!(out, "# effective configuration from {}", self.origin());
         let _ = writeln!(out, "socket = \"{}\"", self.socket);
+        let mode = self.unix_permissions.mode;
+        let _ = writeln!(out, "socket_mode = \"{mode:04o}\"");
+        let group = toml_string(self.socket_group.as_deref().unwrap_or(""));
+        let _ = writeln!(out, "socket_group = {group}");
         let _ = writeln!(out, "action = \"{}\"", p.action);
         let url = toml_string(p.reply_url.as_deref().unwrap_or(""));
         let _ = writeln!(out, "reply_url = {url}");
@@ -421,6 +467,11 @@ impl Config {
         }
         out
     }
+}
+
+fn is_world_writable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o002 != 0)
 }
 
 /// A TOML basic string: in double quotes, with `"`, `\` and control characters escaped.

@@ -91,6 +91,7 @@ fn main() -> ExitCode {
     }
 
     logging::init(config.log_level);
+    raise_open_files_limit(config.max_connections);
     if config.file.is_none() {
         log::info!("event=config file={DEFAULT_PATH:?} absent, using built-in defaults");
     }
@@ -106,7 +107,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let listener = match config.socket.bind() {
+        let listener = match config.socket.bind(config.unix_permissions) {
             Ok(listener) => listener,
             Err(e) => {
                 log::error!(
@@ -139,4 +140,24 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         }
     })
+}
+
+/// Each milter connection is a file descriptor: lift the soft limit (often 1024) to the
+/// hard one, so that `max_connections` is the limit that applies.
+fn raise_open_files_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    // Besides the connections: the listener, stdio, the runtime's own descriptors.
+    if limit < max_connections as u64 + 32 {
+        log::warn!(
+            "event=start open_files_limit={limit} is below max_connections={max_connections}; connections past it wait"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The milter's listening socket: its `milter.conf` spelling and how it is bound.
 
 use indymilter::{EitherListener, EitherStream};
+use log::warn;
 use socket2::SockRef;
 use std::{
     fmt::{self, Display, Formatter},
@@ -8,32 +9,59 @@ use std::{
     future::Future,
     io,
     net::{IpAddr, SocketAddr},
-    os::unix::fs::FileTypeExt,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
     path::PathBuf,
     pin::Pin,
     str::FromStr,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
+    time::{Duration, Instant},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream},
+    time::{sleep, Sleep},
 };
 
 pub type Listener = EitherListener<TcpListener, UnixListener>;
 
 /// A listener that closes its socket when `stop` completes, so that the MTA's new
 /// connections are refused at once while the sessions in progress go on.
+///
+/// A failed accept (out of file descriptors, say) is logged and retried a moment later:
+/// indymilter would otherwise end the whole milter on it.
 pub struct StoppableListener {
     inner: Option<Listener>,
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    retry: Option<Pin<Box<Sleep>>>,
+    last_warning: Option<Instant>,
 }
+
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl StoppableListener {
     pub fn new(inner: Listener, stop: impl Future<Output = ()> + Send + 'static) -> Self {
         Self {
             inner: Some(inner),
             stop: Box::pin(stop),
+            retry: None,
+            last_warning: None,
         }
+    }
+
+    fn accept_failed(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|last| now - last >= ACCEPT_WARNING_EVERY)
+        {
+            warn!(
+                "event=accept error={:?} retrying; new connections wait",
+                error.to_string()
+            );
+            self.last_warning = Some(now);
+        }
+        self.retry = Some(Box::pin(sleep(ACCEPT_RETRY)));
     }
 }
 
@@ -45,12 +73,21 @@ impl indymilter::Listener for StoppableListener {
         if self.inner.is_some() && self.stop.as_mut().poll(cx).is_ready() {
             self.inner = None;
         }
-        match &mut self.inner {
-            Some(listener) => listener.poll_accept(cx).map_ok(|stream| match stream {
-                EitherStream::Tcp(tcp) => EitherStream::Tcp(QuickAckStream(tcp)),
-                EitherStream::Unix(unix) => EitherStream::Unix(unix),
-            }),
-            None => Poll::Pending,
+        loop {
+            if let Some(retry) = &mut self.retry {
+                ready!(retry.as_mut().poll(cx));
+                self.retry = None;
+            }
+            let Some(listener) = &mut self.inner else {
+                return Poll::Pending;
+            };
+            match ready!(listener.poll_accept(cx)) {
+                Ok(EitherStream::Tcp(tcp)) => {
+                    return Poll::Ready(Ok(EitherStream::Tcp(QuickAckStream(tcp))))
+                }
+                Ok(EitherStream::Unix(unix)) => return Poll::Ready(Ok(EitherStream::Unix(unix))),
+                Err(e) => self.accept_failed(&e),
+            }
         }
     }
 }
@@ -156,8 +193,15 @@ impl Display for Socket {
     }
 }
 
+/// Who may connect to a unix socket: its mode, and optionally its group.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct UnixPermissions {
+    pub mode: u32,
+    pub group: Option<u32>,
+}
+
 impl Socket {
-    pub fn bind(&self) -> io::Result<Listener> {
+    pub fn bind(&self, unix: UnixPermissions) -> io::Result<Listener> {
         match self {
             Self::Inet(addr) => {
                 let socket = match addr {
@@ -178,7 +222,12 @@ impl Socket {
                         fs::remove_file(path)?;
                     }
                 }
-                Ok(EitherListener::Unix(UnixListener::bind(path)?))
+                let listener = UnixListener::bind(path)?;
+                if let Some(gid) = unix.group {
+                    std::os::unix::fs::chown(path, None, Some(gid))?;
+                }
+                fs::set_permissions(path, fs::Permissions::from_mode(unix.mode))?;
+                Ok(EitherListener::Unix(listener))
             }
         }
     }

@@ -236,3 +236,85 @@ fn a_peer_that_hangs_up_is_no_error() {
         0,
     );
 }
+
+#[test]
+fn running_out_of_file_descriptors_is_survived() {
+    use common::milter::{free_port, BIN};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let config = dir.path().join("milter.conf");
+    std::fs::write(&config, format!("socket = \"inet:{addr}\"\n{CONFIG}\n")).unwrap();
+    let log = dir.path().join("milter.log");
+    // 64 descriptors: some for the runtime, the rest for connections.
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=64:64", "--"])
+        .arg(BIN)
+        .arg("-c")
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "milter did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // More connections than descriptors: the surplus wait in the listen queue.
+    let held: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !read_log().contains("event=accept error=") {
+        assert!(std::time::Instant::now() < deadline, "{}", read_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(held);
+    // Once descriptors are free again, sessions get their verdicts.
+    let mut done = false;
+    for _ in 0..100 {
+        let mut mta = RawMta::connect(addr);
+        mta.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut optneg = 6u32.to_be_bytes().to_vec();
+        optneg.extend_from_slice(&0x1ffu32.to_be_bytes());
+        optneg.extend_from_slice(&0x1f_ffffu32.to_be_bytes());
+        mta.send(b'O', &optneg);
+        if mta.receive().is_ok() {
+            done = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        done,
+        "no session after the descriptors came back:\n{}",
+        read_log()
+    );
+    let mut mta = RawMta::open(addr);
+    mta.command(
+        b'C',
+        &RawMta::connect_payload(b'4', "198.51.100.7"),
+        NR_CONN,
+    );
+    mta.command(b'H', b"[192.0.2.9]\0", NR_HELO);
+    mta.command(b'M', b"<a@example.org>\0", NR_MAIL);
+    let reply = mta.command(b'R', b"<u@example.com>\0", 0);
+    assert_eq!(reply, Some((b'y', b"550 5.7.1 bogus helo\0".to_vec())));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the milter is still running"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        read_log().matches("event=accept error=").count(),
+        1,
+        "warned once, not per retry:\n{}",
+        read_log()
+    );
+}

@@ -298,3 +298,64 @@ fn the_example_config_documents_the_defaults() {
     }
     assert!(example.contains("[domains.\"example.com\"]"));
 }
+
+#[test]
+fn a_world_writable_config_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("milter.conf");
+    fs::write(&path, "action = \"log\"\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("writable by every user; refusing it (chmod o-w"),
+        "{stderr}"
+    );
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o664)).unwrap();
+    let out = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn unix_socket_settings_are_checked() {
+    let r = run("socket_mode = \"0999\"", &["-t"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("FILE: socket_mode = \"0999\": expected an octal file mode"),
+        "{}",
+        r.stderr
+    );
+    let r = run("socket_group = \"no-such-group-here\"", &["-t"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("FILE: socket_group = \"no-such-group-here\": no such group"),
+        "{}",
+        r.stderr
+    );
+    let r = run(
+        "socket = \"unix:/run/x.sock\"\nsocket_mode = \"660\"\nsocket_group = \"mail\"",
+        &["-t"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("socket_mode = \"0660\"\nsocket_group = \"mail\""),
+        "{}",
+        r.stdout
+    );
+}
