@@ -141,10 +141,9 @@ async fn negotiate(
     Status::Continue
 }
 
-fn macro_str<'a>(macros: &'a Macros, name: &str) -> Option<std::borrow::Cow<'a, str>> {
-    let name = CString::new(name).ok()?;
+fn macro_str<'a>(macros: &'a Macros, name: &CStr) -> Option<std::borrow::Cow<'a, str>> {
     macros
-        .get(&name)
+        .get(name)
         .map(CStr::to_string_lossy)
         .filter(|v| !v.is_empty())
 }
@@ -159,14 +158,14 @@ async fn connect(cx: &mut Context<Session>, socket: SocketInfo) -> Status {
         _ => None,
     };
     conn.local.clear();
-    for name in ["{daemon_addr}", "{if_addr}"] {
+    for name in [c"{daemon_addr}", c"{if_addr}"] {
         if let Some(ip) = macro_str(&cx.macros, name).and_then(|v| parse_macro_ip(&v)) {
             if !conn.local.contains(&ip) {
                 conn.local.push(ip);
             }
         }
     }
-    conn.server_name = macro_str(&cx.macros, "j").map(|j| normalize_name(&j));
+    conn.server_name = macro_str(&cx.macros, c"j").map(|j| normalize_name(&j));
     go_on(&cx.data, ProtoOpts::NOREPLY_CONNECT)
 }
 
@@ -182,7 +181,7 @@ async fn helo_cb(cx: &mut Context<Session>, helo: CString) -> Status {
 
 async fn mail(cx: &mut Context<Session>) -> Status {
     if let Some(session) = cx.data.as_mut() {
-        session.conn.authenticated = macro_str(&cx.macros, "{auth_authen}").is_some();
+        session.conn.authenticated = macro_str(&cx.macros, c"{auth_authen}").is_some();
     }
     go_on(&cx.data, ProtoOpts::NOREPLY_MAIL)
 }
@@ -201,7 +200,7 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
             .conn
             .client
             .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-        let queue_id = macro_str(&cx.macros, "i")
+        let queue_id = macro_str(&cx.macros, c"i")
             .map_or_else(String::new, |id| format!(" queue_id={}", quote(&id)));
         format!(
             "rule={} client={client} helo={} rcpt={}{queue_id}",
@@ -211,47 +210,44 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
         )
     };
 
-    let reply = Reply::for_verdict(&verdict, &session.policy);
-    match (verdict, reply) {
-        (Verdict::Reject(_) | Verdict::Tempfail(_), Some(reply)) => {
-            let action = if reply.code.starts_with('5') {
-                "reject"
-            } else {
-                "tempfail"
-            };
-            info!(
-                "action={action} {} reply={}",
-                describe(),
-                quote(&reply.to_string())
-            );
-            // The MTA reads a lone `%` in a milter reply as a format directive.
-            let text = reply.text.replace('%', "%%");
-            match cx
-                .reply
-                .set_error_reply(reply.code, Some(reply.status), [text])
-            {
-                Ok(()) if action == "reject" => Status::Reject,
-                Ok(()) => Status::Tempfail,
-                Err(e) => {
-                    // Cannot happen with the checked reply_url; never refuse without our text.
-                    error!("action=accept {} error={:?}", describe(), e.to_string());
-                    Status::Continue
-                }
-            }
-        }
-        (Verdict::Log(_), Some(reply)) => {
-            info!(
-                "action=log {} would_reply={}",
-                describe(),
-                quote(&reply.to_string())
-            );
-            Status::Continue
-        }
-        (Verdict::Exempt(_, exemption), _) => {
+    let (action, status) = match verdict {
+        Verdict::Pass => return Status::Continue,
+        Verdict::Exempt(_, exemption) => {
             debug!("action=accept exempt={} {}", exemption.name(), describe());
+            return Status::Continue;
+        }
+        Verdict::Log(_) => ("log", Status::Continue),
+        Verdict::Reject(_) => ("reject", Status::Reject),
+        Verdict::Tempfail(_) => ("tempfail", Status::Tempfail),
+    };
+    let Some(reply) = Reply::for_verdict(&verdict, &session.policy) else {
+        return Status::Continue;
+    };
+    if status == Status::Continue {
+        info!(
+            "action={action} {} would_reply={}",
+            describe(),
+            quote(&reply.to_string())
+        );
+        return status;
+    }
+    info!(
+        "action={action} {} reply={}",
+        describe(),
+        quote(&reply.to_string())
+    );
+    // The MTA reads a lone `%` in a milter reply as a format directive.
+    let text = reply.text.replace('%', "%%");
+    match cx
+        .reply
+        .set_error_reply(reply.code, Some(reply.status), [text])
+    {
+        Ok(()) => status,
+        Err(e) => {
+            // Cannot happen with a checked reply_url; never refuse without our text.
+            error!("action=accept {} error={:?}", describe(), e.to_string());
             Status::Continue
         }
-        _ => Status::Continue,
     }
 }
 
