@@ -27,7 +27,6 @@ use std::{future::Future, io, path::PathBuf, sync::Arc, time::Duration};
 use tokio::{
     select,
     signal::unix::{signal, SignalKind},
-    sync::oneshot,
     time::{interval_at, Instant, MissedTickBehavior},
 };
 
@@ -76,15 +75,12 @@ pub async fn run(
         connection_timeout: config.idle_timeout,
         ..Default::default()
     };
-    let (stop_accepting, stopped) = oneshot::channel::<()>();
-    let listener = StoppableListener::new(listener, async {
-        let _ = stopped.await;
-    });
+    let (listener, stop_handle) = StoppableListener::new(listener);
     let drain = {
         let shared = shared.clone();
         async move {
             shutdown.await;
-            let _ = stop_accepting.send(());
+            stop_handle.stop();
             drain_sessions(&shared).await;
         }
     };

@@ -107,6 +107,19 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Handlers first: until they exist, SIGTERM or SIGHUP would kill the process
+        // outright, leaving a unix socket file behind.
+        let signals = [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+            SignalKind::user_defined1(),
+        ]
+        .map(signal);
+        let [Ok(mut term), Ok(mut int), Ok(_), Ok(_)] = signals else {
+            log::error!("event=start error=\"cannot install signal handlers\"");
+            return ExitCode::FAILURE;
+        };
         let listener = match config.socket.bind(config.unix_permissions) {
             Ok(listener) => listener,
             Err(e) => {
@@ -119,18 +132,10 @@ fn main() -> ExitCode {
             }
         };
         let socket = config.socket.clone();
-        let shutdown = async {
-            match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                _ => std::future::pending().await,
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
         };
         let result = bogus_helo_milter::run(listener, config, cli.config, shutdown).await;

@@ -9,10 +9,15 @@ use std::{
     future::Future,
     io,
     net::{IpAddr, SocketAddr},
+    os::fd::{AsRawFd, RawFd},
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::PathBuf,
     pin::Pin,
     str::FromStr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{ready, Context, Poll},
     time::{Duration, Instant},
 };
@@ -24,29 +29,56 @@ use tokio::{
 
 pub type Listener = EitherListener<TcpListener, UnixListener>;
 
-/// A listener that closes its socket when `stop` completes, so that the MTA's new
-/// connections are refused at once while the sessions in progress go on.
+/// A listener whose socket can be shut from outside (`StopHandle`), so that the MTA's new
+/// connections are refused at once while the sessions in progress go on. indymilter
+/// polls the listener only while it has a free connection slot, so the socket is shut
+/// directly rather than when the listener is next polled.
 ///
 /// A failed accept (out of file descriptors, say) is logged and retried a moment later:
 /// indymilter would otherwise end the whole milter on it.
 pub struct StoppableListener {
-    inner: Option<Listener>,
-    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    inner: Listener,
+    stopped: Arc<AtomicBool>,
     retry: Option<Pin<Box<Sleep>>>,
     last_warning: Option<Instant>,
+}
+
+/// Stops a `StoppableListener`; valid for as long as the listener lives.
+pub struct StopHandle {
+    fd: RawFd,
+    stopped: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        // The listener still owns the descriptor (it is dropped only with the listener),
+        // so this is the listening socket: new connections are refused from now on.
+        let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Both);
+    }
 }
 
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl StoppableListener {
-    pub fn new(inner: Listener, stop: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self {
-            inner: Some(inner),
-            stop: Box::pin(stop),
+    pub fn new(inner: Listener) -> (Self, StopHandle) {
+        let fd = match &inner {
+            EitherListener::Tcp(listener) => listener.as_raw_fd(),
+            EitherListener::Unix(listener) => listener.as_raw_fd(),
+        };
+        let stopped = Arc::new(AtomicBool::new(false));
+        let handle = StopHandle {
+            fd,
+            stopped: stopped.clone(),
+        };
+        let listener = Self {
+            inner,
+            stopped,
             retry: None,
             last_warning: None,
-        }
+        };
+        (listener, handle)
     }
 
     fn accept_failed(&mut self, error: &io::Error) {
@@ -69,19 +101,16 @@ impl indymilter::Listener for StoppableListener {
     type Io = EitherStream<QuickAckStream, UnixStream>;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
-        // `stop` is polled only until it completes: then `inner` is gone.
-        if self.inner.is_some() && self.stop.as_mut().poll(cx).is_ready() {
-            self.inner = None;
-        }
         loop {
+            // Once stopped, accept nothing more: the milter is draining.
+            if self.stopped.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
             if let Some(retry) = &mut self.retry {
                 ready!(retry.as_mut().poll(cx));
                 self.retry = None;
             }
-            let Some(listener) = &mut self.inner else {
-                return Poll::Pending;
-            };
-            match ready!(listener.poll_accept(cx)) {
+            match ready!(self.inner.poll_accept(cx)) {
                 Ok(EitherStream::Tcp(tcp)) => {
                     return Poll::Ready(Ok(EitherStream::Tcp(QuickAckStream(tcp))))
                 }

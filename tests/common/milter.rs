@@ -1,5 +1,5 @@
-//! Runs the real milter binary for a test: a config in a temp dir, a free loopback port,
-//! its stderr captured to a file, stopped when dropped.
+//! Runs the real milter binary for a test: a config in a temp dir, a free loopback port
+//! (or a unix socket in the temp dir), its stderr captured to a file, stopped when dropped.
 
 use nix::{
     sys::signal::{kill, Signal},
@@ -8,6 +8,7 @@ use nix::{
 use std::{
     fs,
     net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::{fs::PermissionsExt, net::UnixStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread::sleep,
@@ -17,10 +18,42 @@ use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bogus-helo-milter");
 
+/// The binary the tests start: [`BIN`], or the one named by `BENCH_MILTER_BIN` (to
+/// benchmark another build of the milter with the same harness).
+pub fn bin() -> PathBuf {
+    std::env::var_os("BENCH_MILTER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
+}
+
 pub struct Milter {
     child: Child,
-    addr: SocketAddr,
+    endpoint: Endpoint,
     dir: TempDir,
+}
+
+/// Where the milter listens.
+#[derive(Clone, Debug)]
+enum Endpoint {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// As `milter.conf`'s `socket`, `smtpd_milters` and Sendmail's `S=` spell it.
+    fn spec(&self) -> String {
+        match self {
+            Endpoint::Inet(addr) => format!("inet:{addr}"),
+            Endpoint::Unix(path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    fn accepts(&self) -> bool {
+        match self {
+            Endpoint::Inet(addr) => TcpStream::connect(addr).is_ok(),
+            Endpoint::Unix(path) => UnixStream::connect(path).is_ok(),
+        }
+    }
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -38,14 +71,24 @@ impl Milter {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_inet(&bin(), config, env)
+    }
+
+    fn start_inet(bin: &Path, config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // A port picked here can be taken by another test before the milter binds it:
         // then try another.
         for _ in 0..5 {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let milter = Self::spawn(dir.path(), addr, config, env);
+            let endpoint = Endpoint::Inet(SocketAddr::from(([127, 0, 0, 1], free_port())));
+            let milter = Self::spawn(bin, dir.path(), &endpoint, config, env);
             match milter {
-                Some(child) => return Self { child, addr, dir },
+                Some(child) => {
+                    return Self {
+                        child,
+                        endpoint,
+                        dir,
+                    }
+                }
                 None => continue,
             }
         }
@@ -55,12 +98,59 @@ impl Milter {
         );
     }
 
-    fn spawn(dir: &Path, addr: SocketAddr, config: &str, env: &[(&str, &str)]) -> Option<Child> {
+    /// Starts the milter with `config` (TOML without `socket`), listening on a unix socket
+    /// `milter.sock` in its temp dir, which the MTAs' unprivileged users may connect to.
+    pub fn start_unix(config: &str) -> Self {
+        Self::start_unix_from(&bin(), config)
+    }
+
+    /// [`Milter::start`] or, with `unix`, [`Milter::start_unix`], of the binary `bin`.
+    pub fn start_from(bin: &Path, config: &str, unix: bool) -> Self {
+        if unix {
+            Self::start_unix_from(bin, config)
+        } else {
+            Self::start_inet(bin, config, &[])
+        }
+    }
+
+    fn start_unix_from(bin: &Path, config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Postfix's smtpd runs as `postfix`: it must reach the socket (see below).
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = dir.path().join("milter.sock");
+        let endpoint = Endpoint::Unix(path.clone());
+        let Some(child) = Self::spawn(bin, dir.path(), &endpoint, config, &[]) else {
+            panic!(
+                "milter did not start on {}; log:\n{}",
+                path.display(),
+                fs::read_to_string(dir.path().join("milter.log")).unwrap_or_default()
+            );
+        };
+        // The milter creates its socket under its umask (0755 as root): connecting needs
+        // write permission.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).expect("chmod socket");
+        Self {
+            child,
+            endpoint,
+            dir,
+        }
+    }
+
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        endpoint: &Endpoint,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Option<Child> {
         let config_path = dir.join("milter.conf");
-        fs::write(&config_path, format!("socket = \"inet:{addr}\"\n{config}"))
-            .expect("write config");
+        fs::write(
+            &config_path,
+            format!("socket = \"{}\"\n{config}", endpoint.spec()),
+        )
+        .expect("write config");
         let log = fs::File::create(dir.join("milter.log")).expect("log file");
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin);
         command
             .arg("-c")
             .arg(&config_path)
@@ -74,7 +164,7 @@ impl Milter {
         let mut child = command.spawn().expect("spawn milter");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if TcpStream::connect(addr).is_ok() {
+            if endpoint.accepts() {
                 return Some(child);
             }
             if let Ok(Some(_)) = child.try_wait() {
@@ -87,13 +177,17 @@ impl Milter {
         None
     }
 
+    /// The TCP address (panics for a milter started with [`Milter::start_unix`]).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        match &self.endpoint {
+            Endpoint::Inet(addr) => *addr,
+            Endpoint::Unix(path) => panic!("the milter listens on {}", path.display()),
+        }
     }
 
-    /// The socket as `smtpd_milters` and Sendmail's `S=` spell it.
+    /// The socket as `smtpd_milters` spells it: `inet:127.0.0.1:PORT` or `unix:/PATH`.
     pub fn socket_spec(&self) -> String {
-        format!("inet:{}", self.addr)
+        self.endpoint.spec()
     }
 
     pub fn pid(&self) -> Pid {
@@ -108,7 +202,7 @@ impl Milter {
     pub fn write_config(&self, config: &str) {
         fs::write(
             self.config_path(),
-            format!("socket = \"inet:{}\"\n{config}", self.addr),
+            format!("socket = \"{}\"\n{config}", self.endpoint.spec()),
         )
         .expect("write config");
     }

@@ -15,7 +15,7 @@ use nix::{
 };
 use std::{
     fmt, fs,
-    io::{self, BufRead, BufReader, Read, Write},
+    io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
     net::{SocketAddr, TcpStream},
     os::unix::{fs::PermissionsExt, net::UnixDatagram, process::CommandExt},
     path::{Path, PathBuf},
@@ -167,7 +167,8 @@ impl Drop for LogSource {
 pub struct Mta {
     kind: Kind,
     port: u16,
-    milter: SocketAddr,
+    /// The milter on 127.0.0.1 (None: a unix socket or no milter, see [`Mta::start_postfix_with`]).
+    milter: Option<SocketAddr>,
     child: Option<Child>,
     log: LogSource,
     // Last, so that the files go after the processes.
@@ -183,7 +184,9 @@ impl Mta {
         for _ in 0..3 {
             let port = free_port_pair();
             let result = match kind {
-                Kind::Postfix => Self::start_postfix(port, milter),
+                Kind::Postfix => {
+                    Self::start_postfix(port, Some(milter), &postfix_snippet(milter), "")
+                }
                 Kind::Sendmail => Self::start_sendmail(port, milter),
             };
             match result {
@@ -192,6 +195,30 @@ impl Mta {
             }
         }
         panic!("{kind} did not start: {last_error}");
+    }
+
+    /// Starts a private Postfix whose smtpd hands sessions to the milter `milter` as
+    /// `smtpd_milters` spells it (`inet:127.0.0.1:PORT`, `unix:/path/milter.sock`; the
+    /// instance runs without chroot, so any path its `postfix` user may connect to works),
+    /// or to no milter at all (`None`). `extra_main_cf` is appended to `main.cf` (lines
+    /// there override the defaults above them).
+    pub fn start_postfix_with(milter: Option<&str>, extra_main_cf: &str) -> Self {
+        let snippet = match milter {
+            Some(spec) => format!("smtpd_milters = {spec}\nmilter_default_action = tempfail\n"),
+            None => "# (no milter)\n".to_string(),
+        };
+        let inet = milter
+            .and_then(|spec| spec.strip_prefix("inet:"))
+            .and_then(|addr| addr.parse().ok());
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port_pair();
+            match Self::start_postfix(port, inet, &snippet, extra_main_cf) {
+                Ok(mta) => return mta,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("postfix did not start: {last_error}");
     }
 
     pub fn kind(&self) -> Kind {
@@ -208,8 +235,9 @@ impl Mta {
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.port))
     }
 
+    /// The milter's TCP address (panics for an instance without an inet milter).
     pub fn milter(&self) -> SocketAddr {
-        self.milter
+        self.milter.expect("this instance has no inet milter")
     }
 
     pub fn dir(&self) -> &Path {
@@ -219,6 +247,35 @@ impl Mta {
     /// The MTA's log so far.
     pub fn log(&self) -> String {
         self.log.text()
+    }
+
+    /// The MTA's log from byte `offset` on, and the offset of its end: for following a
+    /// long log without reading it all again. A partly written last line is left for the
+    /// next call.
+    pub fn log_from(&self, offset: usize) -> (String, usize) {
+        let tail = match &self.log {
+            LogSource::File(path) => {
+                let mut tail = Vec::new();
+                if let Ok(mut file) = fs::File::open(path) {
+                    if file.seek(SeekFrom::Start(offset as u64)).is_ok() {
+                        let _ = file.read_to_end(&mut tail);
+                    }
+                }
+                tail
+            }
+            LogSource::Socket { .. } => self
+                .log
+                .text()
+                .into_bytes()
+                .get(offset..)
+                .unwrap_or_default()
+                .to_vec(),
+        };
+        let complete = tail.iter().rposition(|&b| b == b'\n').map_or(0, |n| n + 1);
+        (
+            String::from_utf8_lossy(&tail[..complete]).into_owned(),
+            offset + complete,
+        )
     }
 
     pub fn wait_for_log(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
@@ -280,7 +337,12 @@ impl Mta {
         )
     }
 
-    fn start_postfix(port: u16, milter: SocketAddr) -> Result<Self, String> {
+    fn start_postfix(
+        port: u16,
+        milter: Option<SocketAddr>,
+        snippet: &str,
+        extra_main_cf: &str,
+    ) -> Result<Self, String> {
         for path in ["/usr/sbin/postfix", "/usr/lib/postfix/sbin/master"] {
             if !Path::new(path).exists() {
                 return Err(format!("{path} missing: run .ci/install-mtas"));
@@ -331,14 +393,13 @@ bounce_queue_lifetime = 1h
 # negotiation and Postfix then sends exactly those (see the e2e test macros_and_helo_calls).
 milter_connect_macros = j {{daemon_name}} {{daemon_addr}} {{if_addr}} {{client_addr}} v _
 milter_mail_macros = i {{auth_type}} {{auth_authen}} {{auth_author}} {{mail_addr}} {{mail_host}} {{mail_mailer}}
-",
+{extra_main_cf}",
             etc = etc.display(),
             queue = queue.display(),
             data = data.display(),
             maillog = maillog.display(),
             root = root.display(),
             hostname = Kind::Postfix.hostname(),
-            snippet = postfix_snippet(milter),
         );
         fs::write(etc.join("main.cf"), main_cf).map_err(|e| e.to_string())?;
         let master_cf = format!(
@@ -505,7 +566,7 @@ exec {sendmail} -bD -C {root}/sendmail.cf
         let mut mta = Mta {
             kind: Kind::Sendmail,
             port,
-            milter,
+            milter: Some(milter),
             child: Some(child),
             log,
             dir,

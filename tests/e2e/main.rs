@@ -12,6 +12,7 @@ mod common;
 mod bed;
 mod cases;
 mod docs;
+mod faults;
 mod macros_seen;
 mod percent;
 
