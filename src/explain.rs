@@ -10,13 +10,25 @@ use crate::{
 use std::{fmt::Write, net::IpAddr};
 
 /// The facts an administrator can give on the command line.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Question {
+    /// The HELO/EHLO name the client sent.
+    #[arg(long)]
     pub helo: String,
+    /// The recipient address.
+    #[arg(long)]
     pub rcpt: String,
+    /// The client's IP address.
+    #[arg(long, value_name = "IP")]
     pub client: Option<IpAddr>,
+    /// The local address the client connected to (the MTA's {daemon_addr}); may repeat.
+    #[arg(long, value_name = "IP")]
     pub local: Vec<IpAddr>,
+    /// The MTA's host name (its `j` macro, Postfix's myhostname).
+    #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
+    /// The SASL login name, if the client authenticated.
+    #[arg(long, value_name = "USER")]
     pub auth: Option<String>,
 }
 

@@ -4,7 +4,7 @@ use bogus_helo_milter::{
     interfaces, logging,
 };
 use clap::{Parser, Subcommand};
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A milter for Postfix and Sendmail that refuses mail, per recipient, from clients that
@@ -29,26 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print the verdict that this configuration gives a HELO and a recipient, and why.
-    Explain {
-        /// The HELO/EHLO name the client sent.
-        #[arg(long)]
-        helo: String,
-        /// The recipient address.
-        #[arg(long)]
-        rcpt: String,
-        /// The client's IP address.
-        #[arg(long, value_name = "IP")]
-        client: Option<IpAddr>,
-        /// The local address the client connected to (the MTA's {daemon_addr}); may repeat.
-        #[arg(long, value_name = "IP")]
-        local: Vec<IpAddr>,
-        /// The MTA's host name (its `j` macro, Postfix's myhostname).
-        #[arg(long, value_name = "NAME")]
-        server_name: Option<String>,
-        /// The SASL login name, if the client authenticated.
-        #[arg(long, value_name = "USER")]
-        auth: Option<String>,
-    },
+    Explain(Question),
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -68,23 +49,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    if let Some(Command::Explain {
-        helo,
-        rcpt,
-        client,
-        local,
-        server_name,
-        auth,
-    }) = cli.command
-    {
-        let question = Question {
-            helo,
-            rcpt,
-            client,
-            local,
-            server_name,
-            auth,
-        };
+    if let Some(Command::Explain(question)) = cli.command {
         let policy = config.policy_with(&interfaces::addresses());
         print!("{}", explain(&policy, &question));
         return ExitCode::SUCCESS;

@@ -233,16 +233,7 @@ impl Milter {
 
     /// Waits until `done` holds for the log, or the timeout passes.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if done(&self.log()) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            sleep(Duration::from_millis(20));
-        }
+        super::wait_until(timeout, || done(&self.log()))
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {

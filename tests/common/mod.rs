@@ -6,3 +6,19 @@ pub mod milter;
 pub mod mta;
 pub mod raw;
 pub mod smtp;
+
+use std::time::{Duration, Instant};
+
+/// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

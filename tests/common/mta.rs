@@ -279,16 +279,7 @@ impl Mta {
     }
 
     pub fn wait_for_log(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if done(&self.log()) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            sleep(Duration::from_millis(50));
-        }
+        super::wait_until(timeout, || done(&self.log()))
     }
 
     /// The queue id the MTA gave the message with header `Message-ID: <message_id>`.
