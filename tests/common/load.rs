@@ -101,19 +101,7 @@ pub fn wait_exited(pid: Pid, timeout: Duration) -> bool {
     true
 }
 
-/// Waits until `done` holds, polling every 50 ms, up to `timeout`; returns whether it did.
-pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        sleep(Duration::from_millis(50));
-    }
-}
+pub use super::wait_until;
 
 /// The kinds of session the loads mix, each with a known verdict at RCPT (with the milter's
 /// top-level `action`, no whitelist, `trusted_networks = []`).
