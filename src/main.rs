@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     logging::init(config.log_level);
     raise_open_files_limit(config.max_connections);
     if config.file.is_none() {
-        log::info!("event=config file={DEFAULT_PATH:?} absent, using built-in defaults");
+        log::info!("event=config file={DEFAULT_PATH:?} status=absent using=built-in-defaults");
     }
 
     // One thread, by measurement (BENCHMARKS.md): a session is a handful of short
