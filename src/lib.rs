@@ -33,8 +33,9 @@ use tokio::{
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Serves milter connections until `shutdown` completes, then refuses new connections
-/// and lets the sessions in progress finish (for up to `SHUTDOWN_GRACE`). SIGHUP rereads `config_path` (`None`: the
-/// default file); SIGUSR1 and every `stats_interval` log the counters.
+/// and lets the sessions in progress finish (for up to `SHUTDOWN_GRACE`). SIGHUP rereads
+/// `config_path` (`None`: the default file); SIGUSR1 and every `stats_interval` log the
+/// counters.
 pub async fn run(
     listener: Listener,
     config: Config,

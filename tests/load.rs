@@ -491,16 +491,7 @@ fn reload_and_stop_under_load() {
         held
     });
     let term = Instant::now();
-    milter.signal(Signal::SIGTERM);
-    assert!(
-        milter.wait_for_log(
-            "event=shutdown new_connections=refused",
-            Duration::from_secs(10)
-        ),
-        "no shutdown logged (milter exited: {}):\n{}",
-        has_exited(pid),
-        milter.log()
-    );
+    terminate(&milter);
     // New connections are refused (the listener closes as the shutdown begins).
     assert!(
         wait_until(Duration::from_secs(10), || TcpStream::connect(addr)
@@ -634,16 +625,7 @@ fn stop_with_the_table_full_refuses_new_connections() {
     for (n, mta) in held.iter_mut().enumerate() {
         raw_greet(mta, n, Greeting::nth(n));
     }
-    milter.signal(Signal::SIGTERM);
-    assert!(
-        milter.wait_for_log(
-            "event=shutdown new_connections=refused",
-            Duration::from_secs(10)
-        ),
-        "no shutdown logged (milter exited: {}):\n{}",
-        has_exited(pid),
-        milter.log()
-    );
+    terminate(&milter);
     let refused = wait_until(Duration::from_secs(5), || TcpStream::connect(addr).is_err());
     // What an MTA that connects now sees, if the connection is not refused.
     let late = (!refused).then(|| {
@@ -679,5 +661,19 @@ fn stop_with_the_table_full_refuses_new_connections() {
         "with max_connections sessions open, the stopping milter left its listener open: \
          new connections were accepted by the kernel and waited instead of being refused\n{}",
         late.unwrap_or_default()
+    );
+}
+
+/// SIGTERM, and waits until the milter says it has stopped accepting.
+fn terminate(milter: &Milter) {
+    milter.signal(Signal::SIGTERM);
+    assert!(
+        milter.wait_for_log(
+            "event=shutdown new_connections=refused",
+            Duration::from_secs(10)
+        ),
+        "no shutdown logged (milter exited: {}):\n{}",
+        has_exited(milter.pid()),
+        milter.log()
     );
 }

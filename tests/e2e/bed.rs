@@ -178,3 +178,52 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         .expect("tokio runtime")
         .block_on(future)
 }
+
+/// A test milter of the test's own (indymilter callbacks) in this process, on a free
+/// loopback port, with the runtime the test drives its SMTP client on. Stopped on drop.
+pub struct ProbeMilter {
+    pub rt: tokio::runtime::Runtime,
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl ProbeMilter {
+    pub fn start<T: Send + 'static>(callbacks: indymilter::Callbacks<T>) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind probe milter");
+        let addr = listener.local_addr().expect("probe milter address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(indymilter::run(
+            listener,
+            callbacks,
+            indymilter::Config::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            rt,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+impl Drop for ProbeMilter {
+    fn drop(&mut self) {
+        if let (Some(stop), Some(task)) = (self.stop.take(), self.task.take()) {
+            let _ = stop.send(());
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+        }
+    }
+}

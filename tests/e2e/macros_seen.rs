@@ -3,15 +3,17 @@
 //! two recipients and a message, then one without any HELO. The test prints the record
 //! and checks the facts the milter relies on.
 
-use crate::common::{
-    mta::{Kind, Mta},
-    smtp::{Client, Reply},
+use crate::{
+    bed::ProbeMilter,
+    common::{
+        mta::{Kind, Mta},
+        smtp::{Client, Reply},
+    },
 };
-use indymilter::{Callbacks, Config, Context, MacroStage, SocketInfo, Status};
+use indymilter::{Callbacks, Context, MacroStage, SocketInfo, Status};
 use std::{
     collections::BTreeMap,
     ffi::CString,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -152,25 +154,9 @@ fn join(args: &[CString]) -> String {
 
 pub fn macros_and_helo_calls(kind: Kind) {
     let record: Record = Arc::default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind recorder");
-    let milter_addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let milter = rt.spawn(indymilter::run(
-        listener,
-        recorder(record.clone()),
-        Config::default(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-    let mta = Mta::start(kind, milter_addr);
+    let probe = ProbeMilter::start(recorder(record.clone()));
+    let rt = &probe.rt;
+    let mta = Mta::start(kind, probe.addr);
 
     let mark = |what: &str| push(&record, "client", what.into(), BTreeMap::new());
     let step = |client: &mut Client, command: &str| -> Reply {
@@ -272,7 +258,6 @@ pub fn macros_and_helo_calls(kind: Kind) {
     }
 
     drop(mta);
-    let _ = stop_tx.send(());
-    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), milter).await });
+    drop(probe);
     assert!(problems.is_empty(), "{kind}: {problems:#?}");
 }

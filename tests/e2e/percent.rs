@@ -3,12 +3,14 @@
 //! A probe milter answers every RCPT with the text named by the recipient's local part:
 //! `double` → `probe 100%%20 double`, `single` → `probe 100%20 single`.
 
-use crate::common::{
-    mta::{Kind, Mta},
-    smtp::Session,
+use crate::{
+    bed::ProbeMilter,
+    common::{
+        mta::{Kind, Mta},
+        smtp::Session,
+    },
 };
-use indymilter::{Callbacks, Config, SetErrorReply, Status};
-use std::time::Duration;
+use indymilter::{Callbacks, SetErrorReply, Status};
 
 fn probe() -> Callbacks<()> {
     Callbacks::new().on_rcpt(|cx, args| {
@@ -33,25 +35,9 @@ fn probe() -> Callbacks<()> {
 }
 
 pub fn percent_in_reply_text(kind: Kind) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind probe milter");
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let milter = rt.spawn(indymilter::run(
-        listener,
-        probe(),
-        Config::default(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-    let mta = Mta::start(kind, addr);
+    let probe = ProbeMilter::start(probe());
+    let rt = &probe.rt;
+    let mta = Mta::start(kind, probe.addr);
 
     let session = Session::new(
         "mail.example.net",
@@ -68,8 +54,7 @@ pub fn percent_in_reply_text(kind: Kind) {
     let single = outcome.rcpt("single@example.com").map(|r| r.milter_form());
     let log = mta.log();
     drop(mta);
-    let _ = stop_tx.send(());
-    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), milter).await });
+    drop(probe);
 
     // What bogus-helo-milter relies on: `%%` reaches the client as `%`.
     assert_eq!(
