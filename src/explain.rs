@@ -2,8 +2,9 @@
 //! mail administrator can pass on to a sender.
 
 use crate::{
-    helo::{normalize_name, Helo},
-    policy::Policy,
+    domain,
+    helo::Helo,
+    policy::{DomainMatch, Policy},
     recipient::Recipient,
     verdict::{decide, Connection, Exemption, Reply, Rule, Verdict},
 };
@@ -36,10 +37,17 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
     let conn = Connection {
         helo: Some(Helo::parse(&q.helo)),
         client: q.client.map(|ip| ip.to_canonical()),
-        local: q.local.iter().map(|ip| ip.to_canonical()).collect(),
-        server_name: q.server_name.as_deref().map(normalize_name),
+        local: Vec::new(),
+        server_name: q
+            .server_name
+            .as_deref()
+            .map(|name| domain::normalize(name).into_owned()),
         authenticated: q.auth.as_deref().is_some_and(|a| !a.is_empty()),
     };
+    let mut conn = conn;
+    for &ip in &q.local {
+        conn.add_local(ip);
+    }
     let rcpt = Recipient::parse(&q.rcpt);
     let verdict = decide(policy, &conn, &rcpt);
 
@@ -49,19 +57,27 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         Some(Helo::Name(_)) | None => "a name".to_string(),
     };
     let _ = writeln!(out, "helo:      {:?} is {helo_kind}", q.helo);
+    let source = match policy.domains.lookup(&rcpt.domain) {
+        Some((DomainMatch::Exact(d), _)) => format!("from [domains.{d:?}]"),
+        Some((DomainMatch::Below(d), _)) => format!("from [domains.\".{d}\"]"),
+        None => "top-level action".to_string(),
+    };
     let _ = writeln!(
         out,
-        "recipient: {:?}, domain {:?}, action {}{}",
+        "recipient: {:?}, domain {:?}, action {} ({source})",
         rcpt.address,
         rcpt.domain,
-        policy.action_for(rcpt.domain),
-        if policy
-            .domains
-            .contains_key(&rcpt.domain.to_ascii_lowercase())
-        {
-            " (from its [domains] entry)"
+        policy.action_for(&rcpt.domain),
+    );
+    let mut own: Vec<String> = conn.local.iter().map(|ip| ip.to_string()).collect();
+    own.extend(policy.own_networks.networks().iter().map(|n| n.to_string()));
+    let _ = writeln!(
+        out,
+        "own:       addresses {} (own_addresses, this host's interfaces, --local)",
+        if own.is_empty() {
+            "none".to_string()
         } else {
-            " (top-level action)"
+            own.join(" ")
         }
     );
     let rule = match verdict.rule() {
@@ -80,6 +96,8 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
                 Exemption::Authenticated =>
                     "the client authenticated and skip_authenticated = true",
                 Exemption::Whitelist => "the recipient is on the whitelist",
+                Exemption::RoleAccount =>
+                    "postmaster and abuse are never refused (exempt_role_accounts; <postmaster> always)",
                 Exemption::Off => "the action for this recipient's domain is off",
             }
         ),

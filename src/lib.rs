@@ -6,9 +6,11 @@
 
 pub mod address_set;
 pub mod config;
+pub mod domain;
 pub mod explain;
 pub mod helo;
 pub mod interfaces;
+pub mod ip_text;
 pub mod logging;
 mod milter;
 pub mod policy;
@@ -16,6 +18,7 @@ pub mod recipient;
 pub mod socket;
 pub mod stats;
 pub mod verdict;
+pub mod whitelist;
 
 use crate::{
     config::Config,
@@ -51,18 +54,19 @@ pub async fn run(
         let shared = shared.clone();
         let mut current = config.clone();
         async move {
-            let period = config.stats_interval.unwrap_or(Duration::from_secs(3600));
-            let mut ticks = interval_at(Instant::now() + period, period);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut ticks = stats_ticks(current.stats_interval);
             loop {
                 select! {
                     _ = hangup.recv() => {
                         if let Some(new) = reload(&shared, &current, config_path.as_deref()) {
+                            if new.stats_interval != current.stats_interval {
+                                ticks = stats_ticks(new.stats_interval);
+                            }
                             current = new;
                         }
                     }
                     _ = usr1.recv() => info!("event=stats {}", shared.stats),
-                    _ = ticks.tick(), if config.stats_interval.is_some() => {
+                    _ = ticks.tick(), if current.stats_interval.is_some() => {
                         info!("event=stats {}", shared.stats);
                     }
                 }
@@ -101,6 +105,15 @@ pub async fn run(
     result
 }
 
+/// The statistics line's clock; with no `stats_interval` it never ticks (the caller's
+/// guard), but a valid interval is still needed to build it.
+fn stats_ticks(period: Option<Duration>) -> tokio::time::Interval {
+    let period = period.unwrap_or(Duration::from_secs(3600));
+    let mut ticks = interval_at(Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks
+}
+
 /// How long a stop waits for the sessions in progress, well inside systemd's stop timeout.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -129,21 +142,22 @@ fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> 
             let interfaces = interfaces::addresses();
             shared.set_policy(new.policy_with(&interfaces));
             logging::set_level(new.log_level);
-            if new.socket != current.socket
-                || new.max_connections != current.max_connections
-                || new.idle_timeout != current.idle_timeout
-            {
+            let waiting = current.restart_keys(&new);
+            if !waiting.is_empty() {
                 warn!(
-                    "event=reload socket, max_connections and idle_timeout take effect only at restart"
+                    "event=reload restart_needed={} these keys changed and take effect only at restart",
+                    waiting.join(",")
                 );
             }
-            info!("event=reload result=ok config={:?}", new.origin());
-            Some(Config {
-                socket: current.socket.clone(),
-                max_connections: current.max_connections,
-                idle_timeout: current.idle_timeout,
-                ..new
-            })
+            info!(
+                "event=reload result=ok config={:?} log_level={} stats_interval={}",
+                new.origin(),
+                new.log_level.as_str().to_ascii_lowercase(),
+                new.stats_interval
+                    .map_or("0".to_string(), |d| humantime::format_duration(d)
+                        .to_string())
+            );
+            Some(current.keep_restart_settings(new))
         }
         Err(e) => {
             error!(

@@ -13,8 +13,9 @@ use tokio::signal::unix::{signal, SignalKind};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML). Without this option the default file is read if it
-    /// exists, else built-in defaults apply.
+    /// Configuration file (TOML). Without this option the default file,
+    /// /etc/bogus-helo-milter/milter.conf, is read if it exists, else the built-in
+    /// defaults apply.
     #[arg(short, long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
 
@@ -46,6 +47,14 @@ fn main() -> ExitCode {
 
     if cli.check_config {
         print!("{}", config.to_toml());
+        // Not configuration, but what the own-ip rule also counts: read at start and at
+        // every reload, so a changed interface address applies at the next reload.
+        let interfaces = interfaces::addresses();
+        let list: Vec<String> = interfaces.iter().map(|ip| ip.to_string()).collect();
+        println!(
+            "\n# this host's interface addresses, own addresses besides own_addresses and the\n# address each client connected to (read at start and at each reload):\n# {}",
+            list.join(" ")
+        );
         return ExitCode::SUCCESS;
     }
 
@@ -91,26 +100,27 @@ fn main() -> ExitCode {
             log::error!("event=start error=\"cannot install signal handlers\"");
             return ExitCode::FAILURE;
         };
-        let listener = match config.socket.bind(config.unix_permissions) {
-            Ok(listener) => listener,
+        let bound = match config.socket.bind(config.unix_permissions) {
+            Ok(bound) => bound,
             Err(e) => {
                 log::error!(
-                    "event=start socket={} error={:?}",
+                    "event=start result=failed socket={} error={:?}",
                     config.socket,
                     e.to_string()
                 );
                 return ExitCode::FAILURE;
             }
         };
-        let socket = config.socket.clone();
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
         };
-        let result = bogus_helo_milter::run(listener, config, cli.config, shutdown).await;
-        socket.cleanup();
+        let result = bogus_helo_milter::run(bound.listener, config, cli.config, shutdown).await;
+        if let Some(file) = bound.unix_file {
+            file.remove();
+        }
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE,

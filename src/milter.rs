@@ -2,7 +2,8 @@
 //! and turn its verdict into the milter reply and a log line.
 
 use crate::{
-    helo::{normalize_name, parse_macro_ip, Helo},
+    domain,
+    helo::{parse_macro_ip, Helo},
     logging::quote,
     policy::Policy,
     recipient::Recipient,
@@ -160,12 +161,10 @@ async fn connect(cx: &mut Context<Session>, socket: SocketInfo) -> Status {
     conn.local.clear();
     for name in [c"{daemon_addr}", c"{if_addr}"] {
         if let Some(ip) = macro_str(&cx.macros, name).and_then(|v| parse_macro_ip(&v)) {
-            if !conn.local.contains(&ip) {
-                conn.local.push(ip);
-            }
+            conn.add_local(ip);
         }
     }
-    conn.server_name = macro_str(&cx.macros, c"j").map(|j| normalize_name(&j));
+    conn.server_name = macro_str(&cx.macros, c"j").map(|j| domain::normalize(&j).into_owned());
     go_on(&cx.data, ProtoOpts::NOREPLY_CONNECT)
 }
 

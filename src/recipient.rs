@@ -1,10 +1,17 @@
-//! The parts of an envelope recipient that the decision looks at.
+//! The parts of an envelope recipient that the decision looks at, in comparable form.
+
+use crate::domain;
+use std::borrow::Cow;
 
 /// A recipient as given in RCPT TO, with its angle brackets and any source route removed.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Recipient<'a> {
+    /// As the peer wrote it, for the log.
     pub address: &'a str,
-    pub domain: &'a str,
+    /// The local part, unquoted and lower-cased (`"John"` → `john`).
+    pub local: Cow<'a, str>,
+    /// The domain in the form of `domain::normalize`; empty for `<postmaster>`.
+    pub domain: Cow<'a, str>,
 }
 
 impl<'a> Recipient<'a> {
@@ -20,22 +27,51 @@ impl<'a> Recipient<'a> {
             None => arg,
         };
         // The local part may be quoted and contain `@`; the domain follows the last one.
-        let domain = address.rsplit_once('@').map_or("", |(_, domain)| domain);
-        let domain = domain.strip_suffix('.').unwrap_or(domain);
-        Self { address, domain }
+        let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+        Self {
+            address,
+            local: normalize_local(local),
+            domain: domain::normalize(domain),
+        }
+    }
+
+    /// Whether this is RFC 5321's `<postmaster>`, which every server must accept.
+    pub fn is_bare_postmaster(&self) -> bool {
+        self.domain.is_empty() && self.local == "postmaster"
     }
 }
 
-/// The whitelist form of an address: lower-cased, and with any `+detail` subaddress removed
-/// (`Private+Orders@Example.com` → `private@example.com`).
-pub fn base_address(address: &str) -> String {
-    let address = address.to_ascii_lowercase();
-    match address.rsplit_once('@') {
-        Some((local, domain)) => match local.split_once('+') {
-            Some((base, _detail)) if !base.is_empty() => format!("{base}@{domain}"),
-            _ => address,
-        },
-        None => address,
+/// The comparable form of a local part: without the quotes of a quoted string (which
+/// make no difference to the mailbox, RFC 5321 §4.1.2), and lower-cased.
+pub fn normalize_local(local: &str) -> Cow<'_, str> {
+    let unquoted: Cow<'_, str> = match local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+        Some(quoted) => {
+            let mut out = String::with_capacity(quoted.len());
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            Cow::Owned(out)
+        }
+        None => Cow::Borrowed(local),
+    };
+    if unquoted.chars().any(char::is_uppercase) {
+        Cow::Owned(unquoted.to_lowercase())
+    } else {
+        unquoted
+    }
+}
+
+/// The local part without its subaddress: `private+orders` → `private` when `+` is one
+/// of the `delimiters` (Postfix's `recipient_delimiter`: each character is one).
+pub fn base_local<'l>(local: &'l str, delimiters: &str) -> &'l str {
+    match local.find(|c| delimiters.contains(c)) {
+        Some(at) if at > 0 => &local[..at],
+        _ => local,
     }
 }
 
@@ -47,28 +83,36 @@ mod tests {
     fn parses_envelope_forms() {
         let r = Recipient::parse("<User@Example.COM>");
         assert_eq!(r.address, "User@Example.COM");
-        assert_eq!(r.domain, "Example.COM");
+        assert_eq!(r.local, "user");
+        assert_eq!(r.domain, "example.com");
         assert_eq!(Recipient::parse("user@example.com.").domain, "example.com");
+        assert_eq!(
+            Recipient::parse("u@BÜCHER.example").domain,
+            "xn--bcher-kva.example"
+        );
         assert_eq!(
             Recipient::parse("<@relay.example:u@example.org>").domain,
             "example.org"
         );
+        let quoted = Recipient::parse("<\"A@b\"@example.net>");
+        assert_eq!((&*quoted.local, &*quoted.domain), ("a@b", "example.net"));
+        assert_eq!(Recipient::parse("<\"jo\\\"hn\"@x.example>").local, "jo\"hn");
+        let postmaster = Recipient::parse("<Postmaster>");
         assert_eq!(
-            Recipient::parse("<\"a@b\"@example.net>").domain,
-            "example.net"
+            (&*postmaster.local, &*postmaster.domain),
+            ("postmaster", "")
         );
-        assert_eq!(Recipient::parse("<postmaster>").domain, "");
+        assert!(postmaster.is_bare_postmaster());
+        assert!(!Recipient::parse("<postmaster@example.com>").is_bare_postmaster());
         assert_eq!(Recipient::parse("<>").domain, "");
     }
 
     #[test]
-    fn base_addresses() {
-        assert_eq!(
-            base_address("Private+Orders@Example.com"),
-            "private@example.com"
-        );
-        assert_eq!(base_address("private@example.com"), "private@example.com");
-        assert_eq!(base_address("+x@example.com"), "+x@example.com");
-        assert_eq!(base_address("postmaster"), "postmaster");
+    fn subaddresses() {
+        assert_eq!(base_local("private+orders", "+"), "private");
+        assert_eq!(base_local("private-orders", "+-"), "private");
+        assert_eq!(base_local("private-orders", "+"), "private-orders");
+        assert_eq!(base_local("+x", "+"), "+x");
+        assert_eq!(base_local("private+orders", ""), "private+orders");
     }
 }

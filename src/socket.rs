@@ -176,31 +176,50 @@ pub enum Socket {
 }
 
 impl FromStr for Socket {
-    type Err = &'static str;
+    type Err = String;
 
     /// Accepts `inet:HOST:PORT`, Sendmail's `inet:PORT@HOST`, `inet6:` likewise, and
-    /// `unix:PATH` or `local:PATH`. HOST is an IP address; an IPv6 one may be in brackets.
+    /// `unix:PATH` or `local:PATH`. HOST is an IP address (or `localhost`); an IPv6 one
+    /// may be in brackets.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const EXPECTED: &str = "expected inet:HOST:PORT, inet:PORT@HOST or unix:/PATH";
+        const EXPECTED: &str =
+            "expected inet:HOST:PORT (inet:127.0.0.1:8895), inet:PORT@HOST or unix:/PATH";
         let (kind, rest) = s.split_once(':').ok_or(EXPECTED)?;
         match kind.to_ascii_lowercase().as_str() {
             "unix" | "local" => {
-                if rest.starts_with('/') {
-                    Ok(Self::Unix(PathBuf::from(rest)))
+                let path = PathBuf::from(rest);
+                if !rest.starts_with('/') {
+                    Err("a unix socket needs an absolute path, as in unix:/run/bogus-helo-milter/milter.sock".into())
+                } else if path.file_name().is_none() || rest.ends_with('/') {
+                    Err("the path names a directory, not a socket file; as in unix:/run/bogus-helo-milter/milter.sock".into())
+                } else if rest.len() > 107 {
+                    // sun_path holds 108 bytes with the terminating NUL.
+                    Err("a unix socket path may be at most 107 bytes long".into())
                 } else {
-                    Err("a unix socket needs an absolute path, as in unix:/run/bogus-helo-milter/milter.sock")
+                    Ok(Self::Unix(path))
                 }
             }
-            "inet" | "inet6" => parse_inet(rest).map(Self::Inet).ok_or(EXPECTED),
-            _ => Err(EXPECTED),
+            "inet" | "inet6" => parse_inet(rest).map(Self::Inet),
+            _ => Err(EXPECTED.into()),
         }
     }
 }
 
-fn parse_inet(s: &str) -> Option<SocketAddr> {
+fn parse_inet(s: &str) -> Result<SocketAddr, String> {
     let (host, port) = match s.split_once('@') {
         Some((port, host)) => (host, port),
-        None => s.rsplit_once(':')?,
+        None => match s.rsplit_once(':') {
+            // `[::1]:8895`, `127.0.0.1:8895`; a bare IPv6 address has colons but no port.
+            Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
+                (host, port)
+            }
+            _ if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() => {
+                return Err(format!(
+                    "no address to listen on; name one, as in inet:127.0.0.1:{s} (loopback) or inet:0.0.0.0:{s} (every address)"
+                ))
+            }
+            _ => return Err("expected inet:HOST:PORT, as in inet:127.0.0.1:8895 or inet:[::1]:8895".into()),
+        },
     };
     let host = host
         .strip_prefix('[')
@@ -208,9 +227,16 @@ fn parse_inet(s: &str) -> Option<SocketAddr> {
         .unwrap_or(host);
     let ip = match host {
         "localhost" => IpAddr::from([127, 0, 0, 1]),
-        host => host.parse().ok()?,
+        host => host.parse().map_err(|_| {
+            format!("{host:?} is not an IP address; the milter listens on an address, not a host name (inet:127.0.0.1:PORT, inet:[::1]:PORT)")
+        })?,
     };
-    Some(SocketAddr::new(ip, port.parse().ok()?))
+    let port = match port.parse::<u32>() {
+        Ok(port @ 1..=65535) => port as u16,
+        Ok(_) => return Err(format!("port {port} is out of range: expected 1 to 65535")),
+        Err(_) => return Err(format!("{port:?} is not a port number (1 to 65535)")),
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 impl Display for Socket {
@@ -229,8 +255,76 @@ pub struct UnixPermissions {
     pub group: Option<u32>,
 }
 
+/// A bound socket: the listener, and for a unix socket the file that is ours to remove.
+pub struct Bound {
+    pub listener: Listener,
+    pub unix_file: Option<SocketFile>,
+}
+
+/// A unix socket file that this process created, known by its inode: another instance
+/// that replaced it owns the path now, and its file must be left alone.
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// Removes the file at shutdown, so that the MTA sees the milter is gone; only if it
+    /// is still the one this process made.
+    pub fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                let _ = fs::remove_file(&self.path);
+            }
+            _ => warn!(
+                "event=stop socket=unix:{} another process has replaced the socket file; left in place",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+/// Why a socket cannot be bound, in words for the administrator.
+#[derive(Debug)]
+pub enum BindError {
+    /// Another process answers on the unix socket: a second instance, most likely.
+    InUse(PathBuf),
+    /// Something that is not a socket is in the way.
+    NotASocket(PathBuf),
+    Io(io::Error),
+}
+
+impl Display for BindError {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InUse(path) => write!(
+                f,
+                "another process is listening on {} (a second bogus-helo-milter?); stop it first or choose another socket",
+                path.display()
+            ),
+            Self::NotASocket(path) => write!(
+                f,
+                "{} exists and is not a socket; refusing to replace it (remove it, or choose another path)",
+                path.display()
+            ),
+            Self::Io(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                write!(f, "{e}: another process listens on this address and port")
+            }
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for BindError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
 impl Socket {
-    pub fn bind(&self, unix: UnixPermissions) -> io::Result<Listener> {
+    pub fn bind(&self, unix: UnixPermissions) -> Result<Bound, BindError> {
         match self {
             Self::Inet(addr) => {
                 let socket = match addr {
@@ -241,30 +335,46 @@ impl Socket {
                 // The MTA sends small packets and waits for each answer: no Nagle delay.
                 socket.set_nodelay(true)?;
                 socket.bind(*addr)?;
-                Ok(EitherListener::Tcp(socket.listen(LISTEN_BACKLOG)?))
+                Ok(Bound {
+                    listener: EitherListener::Tcp(socket.listen(LISTEN_BACKLOG)?),
+                    unix_file: None,
+                })
             }
             Self::Unix(path) => {
-                // A socket file left by an earlier run would make bind fail; anything
-                // that is not a socket is left alone.
+                use std::os::unix::fs::MetadataExt;
+                // A socket file left by an earlier run would make bind fail; one on which
+                // a process still answers belongs to a live milter and stays.
                 if let Ok(meta) = fs::symlink_metadata(path) {
-                    if meta.file_type().is_socket() {
-                        fs::remove_file(path)?;
+                    if !meta.file_type().is_socket() {
+                        return Err(BindError::NotASocket(path.clone()));
                     }
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(BindError::InUse(path.clone()));
+                    }
+                    fs::remove_file(path)?;
                 }
                 let listener = UnixListener::bind(path)?;
-                if let Some(gid) = unix.group {
-                    std::os::unix::fs::chown(path, None, Some(gid))?;
+                let meta = fs::symlink_metadata(path)?;
+                let file = SocketFile {
+                    path: path.clone(),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                };
+                let set_permissions = || -> io::Result<()> {
+                    if let Some(gid) = unix.group {
+                        std::os::unix::fs::chown(path, None, Some(gid))?;
+                    }
+                    fs::set_permissions(path, fs::Permissions::from_mode(unix.mode))
+                };
+                if let Err(e) = set_permissions() {
+                    file.remove();
+                    return Err(e.into());
                 }
-                fs::set_permissions(path, fs::Permissions::from_mode(unix.mode))?;
-                Ok(EitherListener::Unix(listener))
+                Ok(Bound {
+                    listener: EitherListener::Unix(listener),
+                    unix_file: Some(file),
+                })
             }
-        }
-    }
-
-    /// Removes a unix socket file at shutdown, so that the MTA sees the milter is gone.
-    pub fn cleanup(&self) {
-        if let Self::Unix(path) = self {
-            let _ = fs::remove_file(path);
         }
     }
 }
@@ -285,16 +395,25 @@ mod tests {
             "unix:/run/x.sock".parse(),
             Ok(Socket::Unix(PathBuf::from("/run/x.sock")))
         );
-        for bad in [
-            "",
-            "8895",
-            "inet:",
-            "inet:127.0.0.1",
-            "inet:host.example:25",
-            "unix:rel",
-            "tcp:1@x",
+        for (bad, problem) in [
+            ("", "expected inet:HOST:PORT"),
+            ("8895", "expected inet:HOST:PORT"),
+            ("inet:", "expected inet:HOST:PORT"),
+            ("inet:127.0.0.1", "expected inet:HOST:PORT"),
+            ("inet:8895", "no address to listen on"),
+            ("inet:127.0.0.1:99999", "port 99999 is out of range"),
+            ("inet:127.0.0.1:0", "port 0 is out of range"),
+            ("inet:0@127.0.0.1", "port 0 is out of range"),
+            ("inet:127.0.0.1:x", "\"x\" is not a port number"),
+            ("inet:mx.example.com:8895", "not an IP address"),
+            ("inet:host.example:25", "not an IP address"),
+            ("unix:rel", "absolute path"),
+            ("unix:/", "names a directory"),
+            ("unix:/run/", "names a directory"),
+            ("tcp:1@x", "expected inet:HOST:PORT"),
         ] {
-            assert!(bad.parse::<Socket>().is_err(), "{bad}");
+            let e = bad.parse::<Socket>().unwrap_err();
+            assert!(e.contains(problem), "{bad}: {e}");
         }
     }
 }

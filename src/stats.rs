@@ -13,7 +13,7 @@ const OUTCOMES: [&str; 3] = ["rejected", "tempfailed", "logged"];
 #[derive(Debug, Default)]
 pub struct Stats {
     matched: [[AtomicU64; 3]; 3],
-    exempted: [AtomicU64; 4],
+    exempted: [AtomicU64; Exemption::ALL.len()],
 }
 
 impl Stats {
@@ -81,7 +81,8 @@ mod tests {
             "rejected_own_ip=0 rejected_ip=2 rejected_rcpt_domain=0 \
              tempfailed_own_ip=0 tempfailed_ip=0 tempfailed_rcpt_domain=1 \
              logged_own_ip=1 logged_ip=0 logged_rcpt_domain=0 \
-             exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 exempted_off=1"
+             exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 \
+             exempted_role_account=0 exempted_off=1"
         );
     }
 }

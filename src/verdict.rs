@@ -17,11 +17,23 @@ pub struct Connection {
     /// The latest HELO/EHLO, if any came.
     pub helo: Option<Helo>,
     pub client: Option<IpAddr>,
-    /// The addresses the client reached, from `{daemon_addr}` and `{if_addr}`.
+    /// The addresses the client reached, from `{daemon_addr}` and `{if_addr}`; never an
+    /// unspecified address (`add_local`).
     pub local: Vec<IpAddr>,
-    /// The MTA's own host name (`j`), normalized.
+    /// The MTA's own host name (`j`), in the form of `domain::normalize`.
     pub server_name: Option<String>,
     pub authenticated: bool,
+}
+
+impl Connection {
+    /// Notes an address the client reached. `0.0.0.0` and `::` (Sendmail's
+    /// `{daemon_addr}` when it listens on every address) name no address of ours.
+    pub fn add_local(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        if !ip.is_unspecified() && !self.local.contains(&ip) {
+            self.local.push(ip);
+        }
+    }
 }
 
 /// The page's three rules, most specific first.
@@ -63,15 +75,18 @@ pub enum Exemption {
     Trusted,
     Authenticated,
     Whitelist,
+    /// `<postmaster>`, or postmaster or abuse at any domain (`exempt_role_accounts`).
+    RoleAccount,
     /// The recipient domain's action (or the top-level one) is `off`.
     Off,
 }
 
 impl Exemption {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Whitelist,
         Self::Authenticated,
         Self::Trusted,
+        Self::RoleAccount,
         Self::Off,
     ];
 
@@ -80,6 +95,7 @@ impl Exemption {
             Self::Trusted => "trusted",
             Self::Authenticated => "authenticated",
             Self::Whitelist => "whitelist",
+            Self::RoleAccount => "role_account",
             Self::Off => "off",
         }
     }
@@ -115,7 +131,9 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
         Some(Exemption::Trusted)
     } else if conn.authenticated && policy.skip_authenticated {
         Some(Exemption::Authenticated)
-    } else if policy.is_whitelisted(rcpt.address) {
+    } else if policy.is_role_account(rcpt) {
+        Some(Exemption::RoleAccount)
+    } else if policy.is_whitelisted(rcpt) {
         Some(Exemption::Whitelist)
     } else {
         None
@@ -123,7 +141,7 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
     if let Some(exemption) = exemption {
         return Verdict::Exempt(rule, exemption);
     }
-    match policy.action_for(rcpt.domain) {
+    match policy.action_for(&rcpt.domain) {
         Action::Reject => Verdict::Reject(rule),
         Action::Tempfail => Verdict::Tempfail(rule),
         Action::Log => Verdict::Log(rule),
@@ -134,14 +152,14 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
 fn match_rule(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Option<Rule> {
     match conn.helo.as_ref()? {
         Helo::Ip(ip) => {
-            if conn.local.contains(ip) || policy.is_own_address(*ip) {
+            if (conn.local.contains(ip) || policy.is_own_address(*ip)) && !ip.is_unspecified() {
                 Some(Rule::OwnIp(*ip))
             } else {
                 Some(Rule::Ip)
             }
         }
         Helo::Name(name) => {
-            let is_own = (!rcpt.domain.is_empty() && name.eq_ignore_ascii_case(rcpt.domain))
+            let is_own = (!rcpt.domain.is_empty() && *name == rcpt.domain)
                 || conn.server_name.as_deref() == Some(name.as_str())
                 || policy.own_names.contains(name);
             is_own.then_some(Rule::RcptDomain)
@@ -192,24 +210,29 @@ impl Display for Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{address_set::AddressSet, policy::Action};
-    use std::collections::{HashMap, HashSet};
+    use crate::{config::Config, policy::Action};
+
+    /// The policy of a `milter.conf` with `extra` top-level keys, as an administrator
+    /// writes it: the decision is tested through the configuration, not beside it.
+    fn policy_with(extra: &str) -> Policy {
+        let text = format!(
+            "{extra}
+            own_addresses = [\"203.0.113.0/24\", \"2001:db8:25::/64\"]
+            own_names = [\"mail.example.com\"]
+            whitelist = [\"private@example.com\"]
+            [domains.\"tempfail.example\"]
+            action = \"tempfail\"
+            [domains.\"log.example\"]
+            action = \"log\"
+            [domains.\"off.example\"]
+            action = \"off\"
+            "
+        );
+        Config::parse(&text, "test").unwrap().policy
+    }
 
     fn policy() -> Policy {
-        Policy {
-            own_networks: AddressSet::new(vec![
-                "203.0.113.0/24".parse().unwrap(),
-                "2001:db8:25::/64".parse().unwrap(),
-            ]),
-            own_names: HashSet::from(["mail.example.com".to_string()]),
-            whitelist: HashSet::from(["private@example.com".to_string()]),
-            domains: HashMap::from([
-                ("tempfail.example".to_string(), Action::Tempfail),
-                ("log.example".to_string(), Action::Log),
-                ("off.example".to_string(), Action::Off),
-            ]),
-            ..Policy::default()
-        }
+        policy_with("")
     }
 
     fn conn(helo: &str) -> Connection {
@@ -328,10 +351,7 @@ mod tests {
             judge(&p, &auth, "u@example.com"),
             Verdict::Exempt(Rule::Ip, Exemption::Authenticated)
         );
-        let strict = Policy {
-            skip_authenticated: false,
-            ..policy()
-        };
+        let strict = policy_with("skip_authenticated = false");
         assert_eq!(
             judge(&strict, &auth, "u@example.com"),
             Verdict::Reject(Rule::Ip)
@@ -348,10 +368,7 @@ mod tests {
                 "{client}"
             );
         }
-        let v6 = Policy {
-            trusted_networks: AddressSet::new(vec!["2001:db8:7::/48".parse().unwrap()]),
-            ..policy()
-        };
+        let v6 = policy_with("trusted_networks = [\"2001:db8:7::/48\"]");
         let c6 = Connection {
             client: Some("2001:db8:7::1".parse().unwrap()),
             ..c.clone()
@@ -360,10 +377,7 @@ mod tests {
             judge(&v6, &c6, "u@example.com"),
             Verdict::Exempt(Rule::Ip, Exemption::Trusted)
         );
-        let none = Policy {
-            trusted_networks: AddressSet::default(),
-            ..policy()
-        };
+        let none = policy_with("trusted_networks = []");
         let lo = Connection {
             client: Some("127.0.0.1".parse().unwrap()),
             ..c.clone()
@@ -397,7 +411,7 @@ mod tests {
             (Action::Log, Verdict::Log(Rule::Ip)),
             (Action::Off, Verdict::Exempt(Rule::Ip, Exemption::Off)),
         ] {
-            let top = Policy { action, ..policy() };
+            let top = policy_with(&format!("action = \"{action}\""));
             assert_eq!(judge(&top, &c, "u@other.example"), verdict);
             assert_eq!(
                 judge(&top, &c, "u@tempfail.example"),
@@ -452,10 +466,7 @@ mod tests {
         );
         assert_eq!(reply(Verdict::Pass), None);
         assert_eq!(reply(Verdict::Exempt(Rule::Ip, Exemption::Off)), None);
-        let with_url = Policy {
-            reply_url: Some("https://example.com/helo".into()),
-            ..policy()
-        };
+        let with_url = policy_with("reply_url = \"https://example.com/helo\"");
         assert_eq!(
             Reply::for_verdict(&Verdict::Reject(Rule::Ip), &with_url)
                 .unwrap()

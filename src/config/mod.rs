@@ -1,0 +1,231 @@
+//! `milter.conf`: reading it (`settings`), checking it and compiling it into the policy
+//! and the run-time settings (`check`), and printing the effective one (`print`).
+
+mod check;
+mod print;
+mod settings;
+
+use crate::{policy::Policy, socket::Socket, socket::UnixPermissions};
+use ipnet::IpNet;
+use log::LevelFilter;
+use std::{
+    error::Error,
+    fmt::{self, Display, Formatter},
+    io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub use settings::ENV_PREFIX;
+
+pub const DEFAULT_PATH: &str = "/etc/bogus-helo-milter/milter.conf";
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from; `None` when the default file is absent.
+    pub file: Option<PathBuf>,
+    /// The `BOGUS_HELO_MILTER_*` variables that overrode it.
+    pub env: Vec<String>,
+    pub socket: Socket,
+    /// For a unix socket: its mode and group, as configured (the group by name).
+    pub unix_permissions: UnixPermissions,
+    pub socket_group: Option<String>,
+    /// The policy without the interface addresses, which are added at run time
+    /// (`policy_with`) so that the check does not depend on the machine it runs on.
+    pub policy: Policy,
+    pub max_connections: usize,
+    /// A milter connection on which the MTA sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    pub stats_interval: Option<Duration>,
+    pub log_level: LevelFilter,
+}
+
+/// A configuration that cannot be used, with what a mail administrator needs to fix it.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The named file does not exist.
+    Missing(PathBuf),
+    /// The file exists but cannot be read (permissions, say).
+    Unreadable { path: PathBuf, error: io::Error },
+    /// A directory or device where a file was expected.
+    NotAFile(PathBuf),
+    /// A file that anyone may change is no policy of the administrator's.
+    WorldWritable(PathBuf),
+    /// Not TOML.
+    Syntax { origin: String, message: String },
+    /// An unknown key, or a value of the wrong type.
+    Type {
+        origin: String,
+        key: String,
+        problem: String,
+    },
+    /// A value of the right type that makes no sense.
+    Invalid {
+        origin: String,
+        key: String,
+        value: String,
+        problem: String,
+    },
+}
+
+impl Display for ConfigError {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(path) => write!(f, "{}: no such configuration file", path.display()),
+            Self::Unreadable { path, error } => {
+                write!(
+                    f,
+                    "{}: cannot read the configuration file: ",
+                    path.display()
+                )?;
+                match error.kind() {
+                    io::ErrorKind::PermissionDenied => f.write_str(
+                        "permission denied (the milter's user needs read access to the file and search access to each directory above it)",
+                    ),
+                    _ => write!(f, "{error}"),
+                }
+            }
+            Self::NotAFile(path) => write!(
+                f,
+                "{}: not a regular file (a directory?); expected the configuration file",
+                path.display()
+            ),
+            Self::WorldWritable(path) => write!(
+                f,
+                "{0}: writable by every user; refusing it (chmod o-w {0})",
+                path.display()
+            ),
+            Self::Syntax { origin, message } => write!(f, "{origin}: {message}"),
+            Self::Type {
+                origin,
+                key,
+                problem,
+            } => write!(f, "{origin}: {key}: {problem}"),
+            Self::Invalid {
+                origin,
+                key,
+                value,
+                problem,
+            } => write!(f, "{origin}: {key} = {value:?}: {problem}"),
+        }
+    }
+}
+
+impl Error for ConfigError {}
+
+impl Config {
+    /// Reads `path`, or the default file if `path` is `None` (where a missing default file
+    /// means the built-in defaults), then the `BOGUS_HELO_MILTER_*` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(path) => (path, true),
+            None => (Path::new(DEFAULT_PATH), false),
+        };
+        let text = match read_file(path) {
+            Ok(text) => Some(text),
+            Err(ConfigError::Missing(_)) if !required => None,
+            Err(e) => return Err(e),
+        };
+        let overrides = settings::environment();
+        let mut origin = match text {
+            Some(_) => path.display().to_string(),
+            None => "built-in defaults".to_string(),
+        };
+        let env: Vec<String> = overrides.iter().map(|o| o.name.clone()).collect();
+        if !env.is_empty() {
+            origin = format!("{origin} with {}", env.join(", "));
+        }
+        let settings = settings::read(text.as_deref().unwrap_or(""), &overrides, &origin)?;
+        let mut config = check::compile(settings, &origin)?;
+        config.file = text.is_some().then(|| path.into());
+        config.env = env;
+        Ok(config)
+    }
+
+    /// Reads a configuration from TOML text alone, with no file and no environment.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        check::compile(settings::read(text, &[], origin)?, origin)
+    }
+
+    /// The policy as the milter applies it: the configured one plus this host's addresses.
+    pub fn policy_with(&self, interfaces: &[IpAddr]) -> Policy {
+        let mut policy = self.policy.clone();
+        policy
+            .own_networks
+            .extend(interfaces.iter().map(|&ip| IpNet::from(ip)));
+        policy
+    }
+
+    /// Where the config came from, for log lines.
+    pub fn origin(&self) -> String {
+        match &self.file {
+            Some(path) => path.display().to_string(),
+            None => "built-in defaults".to_string(),
+        }
+    }
+
+    /// The effective configuration in `milter.conf` syntax, as `--check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        print::to_toml(self)
+    }
+
+    /// The keys whose new values `new` cannot take effect before a restart.
+    pub fn restart_keys(&self, new: &Self) -> Vec<&'static str> {
+        [
+            ("socket", self.socket != new.socket),
+            (
+                "socket_mode",
+                self.unix_permissions.mode != new.unix_permissions.mode,
+            ),
+            ("socket_group", self.socket_group != new.socket_group),
+            (
+                "max_connections",
+                self.max_connections != new.max_connections,
+            ),
+            ("idle_timeout", self.idle_timeout != new.idle_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
+    /// `new` with this configuration's restart-only settings, which stay in force.
+    pub fn keep_restart_settings(&self, new: Self) -> Self {
+        Self {
+            socket: self.socket.clone(),
+            unix_permissions: self.unix_permissions,
+            socket_group: self.socket_group.clone(),
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            ..new
+        }
+    }
+}
+
+/// The file's text; a missing file, an unreadable one and a directory are told apart.
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => ConfigError::Missing(path.into()),
+        _ => ConfigError::Unreadable {
+            path: path.into(),
+            error,
+        },
+    })?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile(path.into()));
+    }
+    if meta.permissions().mode() & 0o002 != 0 {
+        return Err(ConfigError::WorldWritable(path.into()));
+    }
+    let bytes = std::fs::read(path).map_err(|error| ConfigError::Unreadable {
+        path: path.into(),
+        error,
+    })?;
+    String::from_utf8(bytes).map_err(|_| ConfigError::Syntax {
+        origin: path.display().to_string(),
+        message: "not UTF-8 text".into(),
+    })
+}

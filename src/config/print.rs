@@ -1,0 +1,118 @@
+//! The effective configuration in `milter.conf` syntax, as `--check-config` prints it:
+//! itself a configuration that reads back to the same.
+
+use super::Config;
+use std::fmt::{Display, Write};
+
+pub fn to_toml(config: &Config) -> String {
+    fn list<T: Display>(items: impl IntoIterator<Item = T>) -> String {
+        let items: Vec<String> = items
+            .into_iter()
+            .map(|i| toml_string(&i.to_string()))
+            .collect();
+        format!("[{}]", items.join(", "))
+    }
+    fn sorted<T: Display>(items: impl IntoIterator<Item = T>) -> Vec<String> {
+        let mut items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+        items.sort();
+        items
+    }
+    let p = &config.policy;
+    let mut out = String::new();
+    let _ = writeln!(out, "# effective configuration from {}", config.origin());
+    for name in &config.env {
+        let _ = writeln!(out, "# with {name} from the environment");
+    }
+    let _ = writeln!(out, "socket = \"{}\"", config.socket);
+    let mode = config.unix_permissions.mode;
+    let _ = writeln!(out, "socket_mode = \"{mode:04o}\"");
+    let group = toml_string(config.socket_group.as_deref().unwrap_or(""));
+    let _ = writeln!(out, "socket_group = {group}");
+    let _ = writeln!(out, "action = \"{}\"", p.action);
+    let url = toml_string(p.reply_url.as_deref().unwrap_or(""));
+    let _ = writeln!(out, "reply_url = {url}");
+    let _ = writeln!(out, "own_addresses = {}", list(p.own_networks.networks()));
+    let _ = writeln!(out, "own_names = {}", list(sorted(&p.own_names)));
+    let _ = writeln!(
+        out,
+        "trusted_networks = {}",
+        list(p.trusted_networks.networks())
+    );
+    let _ = writeln!(out, "skip_authenticated = {}", p.skip_authenticated);
+    let _ = writeln!(out, "whitelist = {}", list(sorted(p.whitelist.entries())));
+    let _ = writeln!(
+        out,
+        "recipient_delimiter = {}",
+        toml_string(&p.recipient_delimiter)
+    );
+    let _ = writeln!(out, "exempt_role_accounts = {}", p.exempt_role_accounts);
+    let _ = writeln!(out, "max_connections = {}", config.max_connections);
+    let idle = humantime::format_duration(config.idle_timeout);
+    let _ = writeln!(out, "idle_timeout = \"{idle}\"");
+    let interval = config.stats_interval.map_or("0".to_string(), |d| {
+        humantime::format_duration(d).to_string()
+    });
+    let _ = writeln!(out, "stats_interval = \"{interval}\"");
+    let _ = writeln!(
+        out,
+        "log_level = \"{}\"",
+        config.log_level.as_str().to_ascii_lowercase()
+    );
+    let mut domains: Vec<_> = p.domains.entries().collect();
+    domains.sort_by(|a, b| a.0.cmp(&b.0));
+    for (domain, action) in domains {
+        let domain = toml_string(&domain);
+        let _ = write!(out, "\n[domains.{domain}]\naction = \"{action}\"\n");
+    }
+    out
+}
+
+/// A TOML basic string: in double quotes, with `"`, `\` and control characters escaped.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// What `--check-config` prints is itself a configuration that prints the same.
+    fn round_trip(text: &str) {
+        let config = Config::parse(text, "test").unwrap();
+        let printed = config.to_toml();
+        let again = Config::parse(&printed, "test").unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.to_toml(), printed);
+    }
+
+    #[test]
+    fn the_printed_config_reads_back() {
+        round_trip("");
+        round_trip(include_str!("../../milter.conf.example"));
+        round_trip(
+            "reply_url = \"https://x.example/a\\\"b\"
+             own_names = [\"Bücher.example\", \"mx_1.example.\"]
+             whitelist = [\"\\\"john\\\"@example.com\", \"@Example.org\", \"Abuse@*\"]
+             own_addresses = [\"[IPv6:2001:db8::1]\", \"192.0.2.1/24\"]
+             recipient_delimiter = \"+-\"
+             stats_interval = \"90min\"
+             idle_timeout = \"2s\"
+             [domains.\"Example.com\"]
+             action = \"LOG\"
+             [domains.\".example.net\"]
+             action = \"off\"",
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! The one form in which domain and host names are compared: IDNA A-labels (UTS #46),
+//! lower case, without the trailing dot of an absolute name. Every name passes here,
+//! whether it comes from `milter.conf` (recipient domains, `own_names`, the whitelist) or
+//! from the peer (HELO, RCPT), so that `Bücher.example.`, `bücher.example` and
+//! `xn--bcher-kva.example` are one name.
+
+use std::borrow::Cow;
+
+/// The comparable form of a name from the peer. Never fails: text that is no valid name
+/// (junk in a HELO, say) keeps its ASCII-lowered self, which can only ever equal a name
+/// that is spelt the same way.
+pub fn normalize(name: &str) -> Cow<'_, str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    // Fast path for the common case: plain lower-case ASCII letters, digits, `-`, `.`.
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Cow::Borrowed(name);
+    }
+    match idna::domain_to_ascii_cow(name.as_bytes(), idna::AsciiDenyList::EMPTY) {
+        Ok(ascii) => Cow::Owned(ascii.into_owned()),
+        Err(_) => Cow::Owned(name.to_lowercase()),
+    }
+}
+
+/// A name written in `milter.conf`, in its comparable form, or what is wrong with it.
+/// Host names may hold `_` (seen in real HELOs and DNS), but no label may be empty or
+/// longer than 63 octets, and wildcards are not patterns here.
+pub fn parse(name: &str) -> Result<String, &'static str> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err("empty; expected a domain name such as \"example.com\"");
+    }
+    if trimmed.contains('*') {
+        return Err("wildcards are not supported: name the domain itself (\"example.com\")");
+    }
+    if trimmed.starts_with('[') || trimmed.parse::<std::net::IpAddr>().is_ok() {
+        return Err("an IP address, not a domain name");
+    }
+    let ascii = idna::domain_to_ascii_cow(
+        trimmed.strip_suffix('.').unwrap_or(trimmed).as_bytes(),
+        idna::AsciiDenyList::EMPTY,
+    )
+    .map_err(|_| "not a valid internationalized domain name (IDNA)")?;
+    if ascii.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in ascii.split('.') {
+        if label.is_empty() {
+            return Err("has an empty label (two dots in a row, or a leading dot)");
+        }
+        if label.len() > 63 {
+            return Err("has a label longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("holds a character that no domain name has (letters, digits, '-', '_' and '.' only)");
+        }
+    }
+    let normalized = normalize(trimmed).into_owned();
+    // The peer's path and the configuration's path must agree, or nothing would match.
+    debug_assert_eq!(normalized, ascii);
+    Ok(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_form_for_every_spelling() {
+        for spelling in [
+            "bücher.example",
+            "BÜCHER.example",
+            "Bücher.Example.",
+            "xn--bcher-kva.example",
+            "XN--BCHER-KVA.EXAMPLE.",
+        ] {
+            assert_eq!(normalize(spelling), "xn--bcher-kva.example", "{spelling}");
+            assert_eq!(parse(spelling).unwrap(), "xn--bcher-kva.example");
+        }
+        assert_eq!(normalize("Mail.Example.COM."), "mail.example.com");
+        assert_eq!(normalize("mx_1.example.com"), "mx_1.example.com");
+        // Junk from a peer is kept, lowered, and matches nothing configured.
+        assert_eq!(normalize("FOO BAR"), "foo bar");
+        assert_eq!(normalize(""), "");
+    }
+
+    #[test]
+    fn names_that_can_never_match_are_refused() {
+        for bad in [
+            "",
+            " ",
+            "*.example.com",
+            "example.com..",
+            ".example.com",
+            "a..b",
+            "a b.example",
+            "user@example.com",
+            "192.0.2.1",
+            "[192.0.2.1]",
+            &format!("{}.example", "a".repeat(64)),
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse(" Example.COM. ").unwrap(), "example.com");
+    }
+}
