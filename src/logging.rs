@@ -8,8 +8,10 @@ use std::{fmt::Write as _, io::Write};
 /// `RUST_LOG`, when set, overrides the configured level (also across reloads).
 pub fn init(level: LevelFilter) {
     let mut builder = env_logger::Builder::new();
+    // The logger itself passes every level; `log`'s global maximum filters, so that a
+    // reload can change the level (`set_level`).
     builder
-        .filter_level(level)
+        .filter_level(LevelFilter::Trace)
         .format(|out, record| {
             let prefix = match record.level() {
                 Level::Error => "error: ",
@@ -23,6 +25,7 @@ pub fn init(level: LevelFilter) {
         .parse_env("RUST_LOG");
     // Only fails if a logger is set already (as in tests that run the milter in-process).
     let _ = builder.try_init();
+    set_level(level);
 }
 
 /// Applies a reloaded `log_level`, unless `RUST_LOG` decides.

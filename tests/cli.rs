@@ -73,6 +73,79 @@ fn environment_overrides_the_file() {
         "{}",
         r.stdout
     );
+    // The types of the keys, not guesses: "0660" stays a string, "" empties a list.
+    let r = run(
+        "trusted_networks = [\"192.0.2.0/24\"]\nsocket_mode = \"0600\"",
+        &["-t"],
+        &[
+            ("BOGUS_HELO_MILTER_TRUSTED_NETWORKS", ""),
+            ("BOGUS_HELO_MILTER_SOCKET_MODE", "0640"),
+            ("BOGUS_HELO_MILTER_MAX_CONNECTIONS", "20"),
+            ("BOGUS_HELO_MILTER_SKIP_AUTHENTICATED", "false"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for line in [
+        "trusted_networks = []",
+        "socket_mode = \"0640\"",
+        "max_connections = 20",
+        "skip_authenticated = false",
+        "# with BOGUS_HELO_MILTER_TRUSTED_NETWORKS from the environment",
+    ] {
+        assert!(r.stdout.contains(line), "{line} in:\n{}", r.stdout);
+    }
+}
+
+/// Runs the binary as `nobody`, for what root would be allowed to read anyway.
+fn run_as_nobody(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(BIN);
+    command.args(args);
+    if nix::unistd::geteuid().is_root() {
+        command.uid(65534).gid(65534);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unreadable_and_directory_configs_say_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::write(locked.join("milter.conf"), "").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = locked.join("milter.conf");
+    let (code, stderr) = run_as_nobody(&["-t".as_ref(), "-c".as_ref(), path.as_os_str()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: cannot read the configuration file: permission denied",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    let (code, stderr) = run_as_nobody(&["-t".as_ref(), "-c".as_ref(), dir.path().as_os_str()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not a regular file (a directory?)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_names_the_default_config_file() {
+    let out = Command::new(BIN).arg("-h").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("/etc/bogus-helo-milter/milter.conf"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -90,14 +163,14 @@ fn bad_configs_name_the_file_the_key_and_the_value() {
             "trusted_networks = [\"10.0.0.0/33\"]",
             "FILE: trusted_networks = \"10.0.0.0/33\": not an IP address or network",
         ),
-        ("no_such_key = 1", "FILE: unknown field `no_such_key`"),
+        ("no_such_key = 1", "FILE: no_such_key: unknown key `no_such_key`"),
         (
             "[domains.\"x.example\"]\naction = \"nope\"",
             "FILE: domains.\"x.example\".action = \"nope\"",
         ),
         (
             "[domains.\"x.example\"]\nactoin = \"log\"",
-            "unknown field `actoin`",
+            "FILE: domains.\"x.example\".actoin: unknown key `actoin`",
         ),
         (
             "whitelist = [\"nobody\"]",
@@ -113,7 +186,80 @@ fn bad_configs_name_the_file_the_key_and_the_value() {
         ),
         (
             "max_connections = \"many\"",
-            "expected an integer for key `max_connections`",
+            "FILE: max_connections: invalid type: string \"many\", expected u64",
+        ),
+        // Values of the wrong type are never converted (issue 10).
+        (
+            "socket_mode = 0o660",
+            "FILE: socket_mode: invalid type: integer `432`, expected a string; write the mode as a string, e.g. socket_mode = \"0660\"",
+        ),
+        (
+            "max_connections = true",
+            "FILE: max_connections: invalid type: boolean `true`, expected u64",
+        ),
+        (
+            "max_connections = 1.5",
+            "FILE: max_connections: invalid type: floating point `1.5`, expected u64",
+        ),
+        (
+            "skip_authenticated = \"no\"",
+            "FILE: skip_authenticated: invalid type: string \"no\", expected a boolean",
+        ),
+        (
+            "whitelist = \"a@example.com\"",
+            "FILE: whitelist: invalid type: string \"a@example.com\", expected a sequence",
+        ),
+        // A top-level key written after a [domains] table belongs to that table.
+        (
+            "[domains.\"x.example\"]\naction = \"log\"\nwhitelist = [\"a@x.example\"]",
+            "FILE: domains.\"x.example\".whitelist: unknown key `whitelist`, expected `action`; `whitelist` is a top-level key, but in TOML every key after a [domains.\"...\"] header belongs to that table: move it above the first [domains] table",
+        ),
+        // Entries that normalise to one are an error naming both (issue 10).
+        (
+            "[domains.\"example.com\"]\naction = \"off\"\n[domains.\"Example.COM.\"]\naction = \"reject\"",
+            "FILE: domains = \"example.com\": the same as the entry \"Example.COM.\" (both are \"example.com\"); keep one",
+        ),
+        (
+            "own_names = [\"mx.example.com\", \"MX.example.com.\"]",
+            "FILE: own_names = \"MX.example.com.\": the same as the entry \"mx.example.com\"",
+        ),
+        (
+            "whitelist = [\"p@bücher.example\", \"P@xn--bcher-kva.example\"]",
+            "FILE: whitelist = \"P@xn--bcher-kva.example\": the same as the entry \"p@bücher.example\" (both are \"p@xn--bcher-kva.example\")",
+        ),
+        // Names that can never match.
+        (
+            "[domains.\"*.example.com\"]\naction = \"off\"",
+            "FILE: domains.\"*.example.com\" = \"*.example.com\": wildcards are not supported",
+        ),
+        (
+            "[domains.\"example.com..\"]\naction = \"off\"",
+            "FILE: domains.\"example.com..\" = \"example.com..\": has an empty label",
+        ),
+        (
+            "whitelist = [\"postmaster\"]",
+            "FILE: whitelist = \"postmaster\": not a mail address; expected \"user@example.com\", \"@example.com\" (a whole domain) or \"user@*\"",
+        ),
+        // Socket spellings: say what is wrong.
+        (
+            "socket = \"inet:8895\"",
+            "FILE: socket = \"inet:8895\": no address to listen on; name one, as in inet:127.0.0.1:8895",
+        ),
+        (
+            "socket = \"inet:127.0.0.1:99999\"",
+            "FILE: socket = \"inet:127.0.0.1:99999\": port 99999 is out of range",
+        ),
+        (
+            "socket = \"inet:127.0.0.1:0\"",
+            "FILE: socket = \"inet:127.0.0.1:0\": port 0 is out of range",
+        ),
+        (
+            "socket = \"inet:mx.example.com:8895\"",
+            "FILE: socket = \"inet:mx.example.com:8895\": \"mx.example.com\" is not an IP address",
+        ),
+        (
+            "socket = \"unix:/\"",
+            "FILE: socket = \"unix:/\": the path names a directory",
         ),
         (
             "stats_interval = \"soon\"",
@@ -132,14 +278,16 @@ fn bad_configs_name_the_file_the_key_and_the_value() {
         assert!(r.stderr.contains(message), "{config}: {}", r.stderr);
         assert!(r.stdout.is_empty());
     }
-    let r = run("", &["-t"], &[("BOGUS_HELO_MILTER_ACTOIN", "log")]);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr
-            .contains("with BOGUS_HELO_MILTER_ACTOIN: unknown field `actoin`"),
-        "{}",
-        r.stderr
-    );
+    for (var, value, message) in [
+        ("BOGUS_HELO_MILTER_ACTOIN", "log", "FILE with BOGUS_HELO_MILTER_ACTOIN: BOGUS_HELO_MILTER_ACTOIN = \"log\": no such key"),
+        ("BOGUS_HELO_MILTER_MAX_CONNECTIONS", "lots", "BOGUS_HELO_MILTER_MAX_CONNECTIONS = \"lots\": expected an integer"),
+        ("BOGUS_HELO_MILTER_SKIP_AUTHENTICATED", "1", "BOGUS_HELO_MILTER_SKIP_AUTHENTICATED = \"1\": expected true or false"),
+        ("BOGUS_HELO_MILTER_DOMAINS", "x", "BOGUS_HELO_MILTER_DOMAINS = \"x\": per-domain settings ([domains]) can be set in the configuration file only"),
+    ] {
+        let r = run("", &["-t"], &[(var, value)]);
+        assert_eq!(r.code, 2, "{var}");
+        assert!(r.stderr.contains(message), "{var}: {}", r.stderr);
+    }
 }
 
 #[test]
@@ -289,7 +437,11 @@ fn the_example_config_documents_the_defaults() {
     let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&from_example.stdout), body(&from_nothing.stdout));
     // Every key of the file format appears in the example.
-    for line in from_nothing.stdout.lines().skip(1) {
+    for line in from_nothing
+        .stdout
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let key = line.split(" = ").next().unwrap();
         assert!(
             example.contains(&format!("\n{key} = ")),

@@ -459,7 +459,8 @@ async fn sigusr1_logs_the_counters() {
             "event=stats rejected_own_ip=0 rejected_ip=2 rejected_rcpt_domain=0 \
              tempfailed_own_ip=0 tempfailed_ip=0 tempfailed_rcpt_domain=0 \
              logged_own_ip=0 logged_ip=0 logged_rcpt_domain=0 \
-             exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 exempted_off=0",
+             exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 \
+             exempted_role_account=0 exempted_off=0",
             Duration::from_secs(5)
         ),
         "{}",
@@ -525,4 +526,166 @@ async fn idle_connections_time_out() {
         verdict(&milter, "[192.0.2.9]", "u@example.com").await,
         reject("bogus helo")
     );
+}
+
+/// The verdict for one message with the MTA's `{daemon_addr}` given.
+async fn verdict_at(milter: &Milter, daemon_addr: &str, helo: &str, to: &str) -> Status {
+    let mut conn = TestConnection::open(milter.addr()).await.expect("open");
+    conn.macros(MacroStage::Connect, [("{daemon_addr}", daemon_addr)])
+        .await
+        .expect("macros");
+    conn.connect("client.example.net", [198, 51, 100, 7])
+        .await
+        .expect("connect");
+    conn.helo(helo).await.expect("helo");
+    conn.mail(["<sender@example.org>"]).await.expect("mail");
+    let status = rcpt(&mut conn, to).await;
+    conn.close().await.unwrap();
+    status
+}
+
+/// What an administrator tries first (issue 10), each case over the milter protocol.
+#[tokio::test]
+async fn administrator_probes() {
+    let milter = Milter::start(
+        r#"
+trusted_networks = ["::/0"]
+own_addresses = ["::/0", "203.0.113.25"]
+whitelist = ["@whole.example", "private@example.com", "sales@*"]
+recipient_delimiter = "+-"
+[domains."bücher.example"]
+action = "off"
+[domains.".sub.example"]
+action = "tempfail"
+"#,
+    );
+    let cases = [
+        // postmaster and abuse: never refused
+        ("[192.0.2.9]", "postmaster", Status::Continue),
+        ("[192.0.2.9]", "Postmaster@example.com", Status::Continue),
+        ("[192.0.2.9]", "abuse+x@example.org", Status::Continue),
+        (
+            "[192.0.2.9]",
+            "hostmaster@example.org",
+            reject("bogus helo"),
+        ),
+        // the whitelist's three forms, normalised like the rules
+        ("[192.0.2.9]", "private@example.com.", Status::Continue),
+        ("[192.0.2.9]", "\"Private\"@EXAMPLE.com", Status::Continue),
+        (
+            "[192.0.2.9]",
+            "private-orders@example.com",
+            Status::Continue,
+        ),
+        ("[192.0.2.9]", "anyone@Whole.Example", Status::Continue),
+        ("[192.0.2.9]", "sales@anywhere.example", Status::Continue),
+        ("[192.0.2.9]", "sale@anywhere.example", reject("bogus helo")),
+        // an IPv6 network holds no IPv4 client or HELO
+        ("[192.0.2.9]", "u@example.com", reject("bogus helo")),
+        (
+            "[203.0.113.25]",
+            "u@example.com",
+            reject("bogus helo 203.0.113.25"),
+        ),
+        // IDN: one name in every spelling
+        ("[192.0.2.9]", "u@xn--bcher-kva.example", Status::Continue),
+        ("[192.0.2.9]", "u@BÜCHER.example", Status::Continue),
+        (
+            "BÜCHER.example",
+            "u@xn--bcher-kva.example",
+            Status::Continue,
+        ),
+        ("xn--bcher-kva.example", "u@example.net", Status::Continue),
+        ("Bücher.Example.", "u@example.net", Status::Continue),
+        // subdomains
+        ("[192.0.2.9]", "u@a.sub.example", tempfail("bogus helo")),
+        ("[192.0.2.9]", "u@sub.example", reject("bogus helo")),
+        // every text that denotes an address is one
+        ("192.000.002.009", "u@example.com", reject("bogus helo")),
+        ("3221225993", "u@example.com", reject("bogus helo")),
+        ("0xc0.0.2.9", "u@example.com", reject("bogus helo")),
+        // own_addresses = ["::/0"] holds every IPv6 address, and only those
+        (
+            "[IPv6:fe80::1%eth0]",
+            "u@example.com",
+            reject("bogus helo fe80::1"),
+        ),
+        (
+            "0xcb.0.113.25",
+            "u@example.com",
+            reject("bogus helo 203.0.113.25"),
+        ),
+    ];
+    for (helo, to, expected) in cases {
+        assert_eq!(
+            verdict_at(&milter, "192.0.2.25", helo, to).await,
+            expected,
+            "HELO {helo:?} RCPT {to}"
+        );
+    }
+    // Sendmail's {daemon_addr} without DaemonPortOptions=Addr: no address of ours.
+    for (daemon_addr, helo) in [("0.0.0.0", "[0.0.0.0]"), ("IPv6:::", "[IPv6:::]")] {
+        assert_eq!(
+            verdict_at(&milter, daemon_addr, helo, "u@example.com").await,
+            reject("bogus helo"),
+            "{daemon_addr}"
+        );
+    }
+    // An IDN recipient domain matched by an IDN HELO is "matches rcpt".
+    let milter = Milter::start("");
+    assert_eq!(
+        verdict_at(
+            &milter,
+            "192.0.2.25",
+            "XN--BCHER-KVA.example",
+            "u@bücher.example"
+        )
+        .await,
+        reject("bogus helo matches rcpt")
+    );
+}
+
+#[tokio::test]
+async fn reload_applies_log_level_and_stats_interval_and_names_restart_keys() {
+    let milter = Milter::start("whitelist = [\"private@example.com\"]");
+    assert_eq!(
+        verdict(&milter, "[192.0.2.9]", "private@example.com").await,
+        Status::Continue
+    );
+    assert!(!milter.log().contains("exempt=whitelist"));
+
+    milter.write_config(
+        "whitelist = [\"private@example.com\"]\nlog_level = \"debug\"\nstats_interval = \"1s\"\nmax_connections = 7\nidle_timeout = \"5min\"",
+    );
+    let line = milter.reload();
+    assert!(
+        line.contains("event=reload result=ok")
+            && line.contains("log_level=debug stats_interval=1s"),
+        "{line}"
+    );
+    assert!(
+        milter
+            .log()
+            .contains("event=reload restart_needed=max_connections,idle_timeout"),
+        "{}",
+        milter.log()
+    );
+    assert_eq!(
+        verdict(&milter, "[192.0.2.9]", "private@example.com").await,
+        Status::Continue
+    );
+    assert!(
+        milter.wait_for_log("exempt=whitelist", Duration::from_secs(5)),
+        "debug level not applied:\n{}",
+        milter.log()
+    );
+    assert!(
+        milter.wait_for(Duration::from_secs(5), |log| log
+            .matches("event=stats ")
+            .count()
+            >= 2),
+        "stats_interval not applied:\n{}",
+        milter.log()
+    );
+    assert!(milter.stop());
 }

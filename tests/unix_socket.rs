@@ -70,3 +70,92 @@ async fn unix_socket_with_mode_and_group() {
     assert!(child.wait().unwrap().success());
     assert!(!socket.exists(), "socket removed at exit");
 }
+
+fn start(config: &std::path::Path) -> std::process::Child {
+    Command::new(BIN)
+        .arg("-c")
+        .arg(config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_socket(socket: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(Instant::now() < deadline, "milter did not listen");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap()
+}
+
+/// A second instance on the same socket refuses to start, and the first keeps serving;
+/// an instance whose socket file another one replaced leaves that file alone at exit.
+#[test]
+fn a_second_instance_never_takes_over_a_live_socket() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("milter.sock");
+    let config = dir.path().join("milter.conf");
+    fs::write(&config, format!("socket = \"unix:{}\"\n", socket.display())).unwrap();
+
+    let mut first = start(&config);
+    wait_for_socket(&socket);
+    let inode = fs::metadata(&socket).unwrap().ino();
+
+    let mut second = start(&config);
+    let status = second.wait().unwrap();
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("another process is listening on") && stderr.contains("milter.sock"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::metadata(&socket).unwrap().ino(),
+        inode,
+        "socket replaced"
+    );
+    std::os::unix::net::UnixStream::connect(&socket).expect("the first still answers");
+
+    // Someone removes the first one's file and a third instance binds the path anew.
+    fs::remove_file(&socket).unwrap();
+    let mut third = start(&config);
+    wait_for_socket(&socket);
+    assert!(terminate(&mut first).success());
+    std::os::unix::net::UnixStream::connect(&socket).expect("the third's socket is left alone");
+    assert!(terminate(&mut third).success());
+    assert!(!socket.exists(), "the third removes its own socket");
+
+    // A file that is not a socket is never replaced.
+    fs::write(&socket, "not a socket").unwrap();
+    let mut fourth = start(&config);
+    let status = fourth.wait().unwrap();
+    let mut stderr = String::new();
+    fourth
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("exists and is not a socket; refusing to replace it"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&socket).unwrap(), "not a socket");
+}

@@ -199,10 +199,11 @@ fn type_error(origin: &str, path: &serde_path_to_error::Path, e: &toml::de::Erro
         }
         key.push_str(&part);
     }
-    let message = e.message().trim().to_string();
+    // Administrators write keys, not serde's fields.
+    let message = e.message().trim().replace("unknown field", "unknown key");
     let mut problem = message.clone();
     if let Some(field) = message
-        .strip_prefix("unknown field `")
+        .strip_prefix("unknown key `")
         .and_then(|rest| rest.split('`').next())
     {
         if key.starts_with("domains") && field != "domains" && defaults().contains_key(field) {

@@ -23,7 +23,12 @@ pub struct Bed {
 impl Bed {
     /// Starts the milter with `config` (after [`CONFIG_HEAD`]) and a `kind` MTA in front.
     pub fn start(kind: Kind, config: &str) -> Self {
-        let milter = Milter::start(&format!("{CONFIG_HEAD}{config}"));
+        Self::start_exact(kind, &format!("{CONFIG_HEAD}{config}"))
+    }
+
+    /// Starts the milter with exactly `config`, which must set `trusted_networks` itself.
+    pub fn start_exact(kind: Kind, config: &str) -> Self {
+        let milter = Milter::start(config);
         let mta = Mta::start(kind, milter.addr());
         Self {
             mta,

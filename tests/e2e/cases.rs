@@ -342,3 +342,77 @@ pub fn ipv6_client(kind: Kind) {
     }
     bed.finish();
 }
+
+/// What an administrator tries first (issue 10): postmaster and abuse are never refused,
+/// an IPv6 trusted network does not trust IPv4 clients, internationalized domains match
+/// in every spelling, and every text that denotes an address is an address.
+pub fn administrator_probes(kind: Kind) {
+    let mut bed = Bed::start_exact(
+        kind,
+        r#"trusted_networks = ["::/0"]
+own_addresses = ["192.0.2.25"]
+whitelist = ["@whole.example", "private@example.com"]
+[domains."bücher.example"]
+action = "off"
+"#,
+    );
+    let mut cases: Vec<Case> = vec![
+        (
+            "IPv4 client, ::/0 trusted: the IPv4 client is not",
+            Session::new(
+                "[192.0.2.9]",
+                &[
+                    "user@example.com",
+                    "postmaster",
+                    "postmaster@example.com",
+                    "Abuse@example.org",
+                    "u@xn--bcher-kva.example",
+                    "u@XN--BCHER-KVA.EXAMPLE",
+                    "Private@EXAMPLE.com",
+                    "anyone@whole.example",
+                ],
+            ),
+            vec![
+                ("user@example.com", BOGUS.into()),
+                ("postmaster", "250".into()),
+                ("postmaster@example.com", "250".into()),
+                ("Abuse@example.org", "250".into()),
+                ("u@xn--bcher-kva.example", "250".into()),
+                ("u@XN--BCHER-KVA.EXAMPLE", "250".into()),
+                ("Private@EXAMPLE.com", "250".into()),
+                ("anyone@whole.example", "250".into()),
+            ],
+        ),
+        (
+            "a 32-bit number is an address",
+            Session::new("3221225993", &["user@example.com"]),
+            vec![("user@example.com", BOGUS.into())],
+        ),
+        (
+            "leading zeros",
+            Session::new("192.000.002.009", &["user@example.com"]),
+            vec![("user@example.com", BOGUS.into())],
+        ),
+        (
+            "an own address in hexadecimal",
+            Session::new("0xc0.0.2.25", &["user@example.com"]),
+            vec![("user@example.com", format!("{BOGUS} 192.0.2.25"))],
+        ),
+    ];
+    // Sendmail itself refuses this greeting (501 5.0.0 Invalid domain name).
+    if matches!(kind, Kind::Postfix) {
+        cases.push((
+            "an IPv6 literal with a zone",
+            Session::new("[IPv6:fe80::1%eth0]", &["user@example.com"]),
+            vec![("user@example.com", BOGUS.into())],
+        ));
+    }
+    for (label, session, expected) in &cases {
+        let outcome = bed.send(session);
+        show(kind, label, &outcome);
+        for (rcpt, reply) in expected {
+            bed.expect_rcpt(&outcome, rcpt, reply);
+        }
+    }
+    bed.finish();
+}

@@ -53,4 +53,5 @@ both_mtas!(
     ipv6_client,
     macros_and_helo_calls,
     percent_in_reply_text,
+    administrator_probes,
 );
