@@ -80,7 +80,7 @@ fn number(part: &str) -> Option<u64> {
             (hex, 16)
         } else if part.len() > 1
             && part.starts_with('0')
-            && part.bytes().all(|b| b'0' <= b && b <= b'7')
+            && part.bytes().all(|b| (b'0'..=b'7').contains(&b))
         {
             (&part[1..], 8)
         } else {

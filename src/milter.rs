@@ -7,7 +7,7 @@ use crate::{
     logging::quote,
     policy::Policy,
     recipient::Recipient,
-    stats::Stats,
+    stats::{FrontEnd, Stats},
     verdict::{decide, Connection, Reply, Verdict},
 };
 use indymilter::{
@@ -192,7 +192,7 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
     let arg = arg.to_string_lossy();
     let rcpt = Recipient::parse(&arg);
     let verdict = decide(&session.policy, &session.conn, &rcpt);
-    shared.stats.count(&verdict);
+    shared.stats.count(FrontEnd::Milter, &verdict);
 
     let describe = || {
         let client = session
