@@ -40,6 +40,16 @@ fn readme_has_the_tested_snippets() {
 }
 
 #[test]
+fn the_manual_has_the_tested_sendmail_line() {
+    let manual = read("man/bogus-helo-milter.8").expect("man page");
+    let manual = manual.replace("\\-", "-");
+    assert!(
+        manual.contains(SENDMAIL_MC.trim()),
+        "man/bogus-helo-milter.8 must give the Sendmail line the tests use:\n{SENDMAIL_MC}"
+    );
+}
+
+#[test]
 fn snippets_get_the_test_milter_address() {
     let addr: SocketAddr = "127.0.0.1:31234".parse().unwrap();
     let postfix = postfix_snippet(addr);
