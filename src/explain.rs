@@ -4,9 +4,9 @@
 use crate::{
     domain,
     helo::Helo,
-    policy::{DomainMatch, Policy},
+    policy::Policy,
     recipient::Recipient,
-    verdict::{decide, Connection, Exemption, Reply, Rule, Verdict},
+    verdict::{decide, Connection, Exemption, Reply, Rule, TagHeader, Verdict},
 };
 use std::{fmt::Write, net::IpAddr};
 
@@ -57,17 +57,10 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         Some(Helo::Name(_)) | None => "a name".to_string(),
     };
     let _ = writeln!(out, "helo:      {:?} is {helo_kind}", q.helo);
-    let source = match policy.domains.lookup(&rcpt.domain) {
-        Some((DomainMatch::Exact(d), _)) => format!("from [domains.{d:?}]"),
-        Some((DomainMatch::Below(d), _)) => format!("from [domains.\".{d}\"]"),
-        None => "top-level action".to_string(),
-    };
     let _ = writeln!(
         out,
-        "recipient: {:?}, domain {:?}, action {} ({source})",
-        rcpt.address,
-        rcpt.domain,
-        policy.action_for(&rcpt.domain),
+        "recipient: {:?}, domain {:?}",
+        rcpt.address, rcpt.domain
     );
     let mut own: Vec<String> = conn.local.iter().map(|ip| ip.to_string()).collect();
     own.extend(policy.own_networks.networks().iter().map(|n| n.to_string()));
@@ -87,6 +80,10 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         Some(rule @ Rule::RcptDomain) => format!("{} (\"{rule}\"): the HELO is the recipient's domain or one of this server's names (own_names, --server-name)", rule.name()),
     };
     let _ = writeln!(out, "rule:      {rule}");
+    if let Some(rule) = verdict.rule() {
+        let (action, setting) = policy.action_for(&rcpt.domain, rule.kind());
+        let _ = writeln!(out, "action:    {action} (from {setting})");
+    }
     let decision = match verdict {
         Verdict::Pass => "accept".to_string(),
         Verdict::Exempt(_, why) => format!(
@@ -98,7 +95,7 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
                 Exemption::Whitelist => "the recipient is on the whitelist",
                 Exemption::RoleAccount =>
                     "postmaster and abuse are never refused (exempt_role_accounts; <postmaster> always)",
-                Exemption::Off => "the action for this recipient's domain is off",
+                Exemption::Off => "the action for this rule and recipient is off",
             }
         ),
         Verdict::Reject(_) => "reject".to_string(),
@@ -106,6 +103,11 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         Verdict::Log(_) => {
             "accept, log only (action = log): the milter would reply as below".to_string()
         }
+        Verdict::Tag(rule) => format!(
+            "accept, and tag the message: {}: {}",
+            TagHeader::NAME,
+            TagHeader::value(rule, &q.helo, conn.client)
+        ),
     };
     let _ = writeln!(out, "verdict:   {decision}");
     match Reply::for_verdict(&verdict, policy) {

@@ -8,11 +8,11 @@ use crate::{
     policy::Policy,
     recipient::Recipient,
     stats::{FrontEnd, Stats},
-    verdict::{decide, Connection, Reply, Verdict},
+    verdict::{decide, Connection, Reply, TagHeader, Verdict},
 };
 use indymilter::{
-    Callbacks, Context, MacroStage, Macros, NegotiateContext, ProtoOpts, SetErrorReply, SocketInfo,
-    Status,
+    Actions as MtaActions, Callbacks, Context, ContextActions, EomContext, MacroStage, Macros,
+    NegotiateContext, ProtoOpts, SetErrorReply, SocketInfo, Status,
 };
 use log::{debug, error, info};
 use std::{
@@ -67,6 +67,8 @@ pub(crate) struct Session {
     helo_text: String,
     /// The stages for which the MTA agreed to expect no reply.
     no_reply: ProtoOpts,
+    /// The `X-Bogus-HELO` value for this message, once a recipient was tagged.
+    tag: Option<String>,
     _live: LiveSession,
 }
 
@@ -108,7 +110,7 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
         .on_helo(|cx, helo| Box::pin(helo_cb(cx, helo)))
         .on_mail(|cx, _| Box::pin(mail(cx)))
         .on_rcpt(move |cx, args| Box::pin(rcpt(cx, args, shared.clone())))
-        .on_eom(|cx| Box::pin(end_message(&mut cx.data)))
+        .on_eom(|cx| Box::pin(eom(cx)))
         .on_abort(|cx| Box::pin(end_message(&mut cx.data)))
         .on_close(|cx| Box::pin(close(cx)))
 }
@@ -132,11 +134,20 @@ async fn negotiate(
             cx.requested_macros.insert(stage, names);
         }
     }
+    let policy = shared.policy();
+    // The only message change the milter ever makes, asked for only where some setting
+    // tags (indymilter's default asks for everything the MTA offers).
+    cx.requested_actions = if policy.uses_tag() {
+        MtaActions::ADD_HEADER
+    } else {
+        MtaActions::empty()
+    };
     cx.data = Some(Session {
-        policy: shared.policy(),
+        policy,
         conn: Connection::default(),
         helo_text: String::new(),
         no_reply,
+        tag: None,
         _live: LiveSession::new(shared),
     });
     Status::Continue
@@ -186,7 +197,7 @@ async fn mail(cx: &mut Context<Session>) -> Status {
 }
 
 async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>) -> Status {
-    let (Some(session), Some(arg)) = (cx.data.as_ref(), args.first()) else {
+    let (Some(session), Some(arg)) = (cx.data.as_mut(), args.first()) else {
         return Status::Continue;
     };
     let arg = arg.to_string_lossy();
@@ -213,6 +224,18 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
         Verdict::Pass => return Status::Continue,
         Verdict::Exempt(_, exemption) => {
             debug!("action=accept exempt={} {}", exemption.name(), describe());
+            return Status::Continue;
+        }
+        Verdict::Tag(rule) => {
+            let value = TagHeader::value(rule, &session.helo_text, session.conn.client);
+            info!(
+                "action=tag {} header={}",
+                describe(),
+                quote(&format!("{}: {value}", TagHeader::NAME))
+            );
+            // One header per message: the rule is the HELO's, the same for every
+            // recipient it matches.
+            session.tag.get_or_insert(value);
             return Status::Continue;
         }
         Verdict::Log(_) => ("log", Status::Continue),
@@ -250,9 +273,20 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
     }
 }
 
+async fn eom(cx: &mut EomContext<Session>) -> Status {
+    if let Some(value) = cx.data.as_mut().and_then(|session| session.tag.take()) {
+        if let Err(e) = cx.actions.add_header(TagHeader::NAME, value).await {
+            // The recipients were accepted already; the message goes on untagged.
+            error!("event=tag result=failed error={:?}", e.to_string());
+        }
+    }
+    end_message(&mut cx.data).await
+}
+
 async fn end_message(data: &mut Option<Session>) -> Status {
     if let Some(session) = data.as_mut() {
         session.conn.authenticated = false;
+        session.tag = None;
     }
     Status::Continue
 }

@@ -19,12 +19,14 @@ pub enum Action {
     Tempfail,
     /// Accept, and log what would have been done: a dry run.
     Log,
+    /// Accept, and mark the message with a header for the spam filter.
+    Tag,
     /// Do not check at all.
     Off,
 }
 
 impl Action {
-    pub const NAMES: &'static str = "reject, tempfail, log or off";
+    pub const NAMES: &'static str = "reject, tempfail, log, tag or off";
 }
 
 impl FromStr for Action {
@@ -35,6 +37,7 @@ impl FromStr for Action {
             "reject" => Ok(Self::Reject),
             "tempfail" => Ok(Self::Tempfail),
             "log" => Ok(Self::Log),
+            "tag" => Ok(Self::Tag),
             "off" => Ok(Self::Off),
             _ => Err(()),
         }
@@ -47,34 +50,79 @@ impl Display for Action {
             Self::Reject => "reject",
             Self::Tempfail => "tempfail",
             Self::Log => "log",
+            Self::Tag => "tag",
             Self::Off => "off",
         })
     }
 }
 
-/// The action for each recipient domain that has its own: `[domains."example.com"]` for
+/// The three rules by name, as the configuration's `[rules]` tables spell them.
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub enum RuleKind {
+    OwnIp,
+    Ip,
+    RcptDomain,
+}
+
+impl RuleKind {
+    pub const ALL: [Self; 3] = [Self::OwnIp, Self::Ip, Self::RcptDomain];
+    pub const NAMES: &'static str = "own-ip, ip or rcpt-domain";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OwnIp => "own-ip",
+            Self::Ip => "ip",
+            Self::RcptDomain => "rcpt-domain",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl FromStr for RuleKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|r| r.name() == s).ok_or(())
+    }
+}
+
+/// The actions one table sets: for every rule (`action`), and per rule (`[rules]`).
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Actions {
+    pub any: Option<Action>,
+    pub per_rule: [Option<Action>; 3],
+}
+
+impl Actions {
+    fn all(&self) -> impl Iterator<Item = Action> + '_ {
+        self.any
+            .into_iter()
+            .chain(self.per_rule.iter().flatten().copied())
+    }
+}
+
+/// The actions of each recipient domain that has its own: `[domains."example.com"]` for
 /// the domain itself, `[domains.".example.com"]` for every domain below it.
 #[derive(Clone, Debug, Default)]
 pub struct DomainActions {
-    /// Domain in comparable form → action.
-    exact: HashMap<String, Action>,
-    /// Parent domain in comparable form, without the leading dot → action.
-    below: HashMap<String, Action>,
-}
-
-/// Which `[domains]` entry decided, for `explain`.
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub enum DomainMatch {
-    Exact(String),
-    Below(String),
+    /// Domain in comparable form → actions.
+    exact: HashMap<String, Actions>,
+    /// Parent domain in comparable form, without the leading dot → actions.
+    below: HashMap<String, Actions>,
+    /// Whether any entry tags, kept as entries are added.
+    tags: bool,
 }
 
 impl DomainActions {
     /// Adds an entry as written (`example.com` or `.example.com`, already normalized).
-    pub fn insert(&mut self, pattern: &str, action: Action) -> Option<Action> {
+    pub fn insert(&mut self, pattern: &str, actions: Actions) -> Option<Actions> {
+        self.tags |= actions.all().any(|a| a == Action::Tag);
         match pattern.strip_prefix('.') {
-            Some(parent) => self.below.insert(parent.to_string(), action),
-            None => self.exact.insert(pattern.to_string(), action),
+            Some(parent) => self.below.insert(parent.to_string(), actions),
+            None => self.exact.insert(pattern.to_string(), actions),
         }
     }
 
@@ -83,24 +131,26 @@ impl DomainActions {
     }
 
     /// The entries as written: `example.com`, `.example.com`.
-    pub fn entries(&self) -> impl Iterator<Item = (String, Action)> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = (String, Actions)> + '_ {
         let exact = self.exact.iter().map(|(d, a)| (d.clone(), *a));
         let below = self.below.iter().map(|(d, a)| (format!(".{d}"), *a));
         exact.chain(below)
     }
 
-    /// The most specific entry for `domain`: the domain itself, else its nearest parent.
-    pub fn lookup(&self, domain: &str) -> Option<(DomainMatch, Action)> {
-        if let Some(&action) = self.exact.get(domain) {
-            return Some((DomainMatch::Exact(domain.to_string()), action));
+    /// The most specific entry for `domain`: the domain itself, else its nearest parent;
+    /// with the entry's name as written (`example.com`, `.example.com` as `example.com`
+    /// and `true`).
+    pub fn lookup<'a>(&'a self, domain: &str) -> Option<(DomainEntry<'a>, &'a Actions)> {
+        if let Some((name, actions)) = self.exact.get_key_value(domain) {
+            return Some((DomainEntry { name, below: false }, actions));
         }
         if self.below.is_empty() {
             return None;
         }
         let mut rest = domain;
         while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(&action) = self.below.get(parent) {
-                return Some((DomainMatch::Below(parent.to_string()), action));
+            if let Some((name, actions)) = self.below.get_key_value(parent) {
+                return Some((DomainEntry { name, below: true }, actions));
             }
             rest = parent;
         }
@@ -108,10 +158,49 @@ impl DomainActions {
     }
 }
 
+/// A `[domains]` entry that applies to a recipient.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct DomainEntry<'a> {
+    pub name: &'a str,
+    /// Written with a leading dot: the domains below `name`.
+    pub below: bool,
+}
+
+/// The setting that decided a recipient's action, the most specific first.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Setting<'a> {
+    DomainRule(DomainEntry<'a>, RuleKind),
+    Domain(DomainEntry<'a>),
+    Rule(RuleKind),
+    TopLevel,
+}
+
+/// As the configuration file spells the key: `domains."example.org".rules.own-ip`.
+impl Display for Setting<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let domain = |f: &mut Formatter<'_>, entry: &DomainEntry<'_>| {
+            let dot = if entry.below { "." } else { "" };
+            write!(f, "domains.\"{dot}{}\"", entry.name)
+        };
+        match self {
+            Self::DomainRule(entry, rule) => {
+                domain(f, entry)?;
+                write!(f, ".rules.{}", rule.name())
+            }
+            Self::Domain(entry) => {
+                domain(f, entry)?;
+                f.write_str(".action")
+            }
+            Self::Rule(rule) => write!(f, "rules.{}", rule.name()),
+            Self::TopLevel => f.write_str("action"),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Policy {
-    /// For recipient domains without a `[domains]` entry.
-    pub action: Action,
+    /// The top-level `action` and `[rules]`: for recipient domains without their own.
+    pub actions: Actions,
     pub domains: DomainActions,
     pub whitelist: Whitelist,
     /// The characters that start a subaddress (`private+orders`); may be empty.
@@ -134,7 +223,10 @@ pub const ROLE_ACCOUNTS: [&str; 2] = ["postmaster", "abuse"];
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            action: Action::Reject,
+            actions: Actions {
+                any: Some(Action::Reject),
+                per_rule: [None; 3],
+            },
             domains: DomainActions::default(),
             whitelist: Whitelist::default(),
             recipient_delimiter: "+".to_string(),
@@ -152,14 +244,32 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The action for a recipient domain (in comparable form).
-    pub fn action_for(&self, domain: &str) -> Action {
-        if self.domains.is_empty() {
-            return self.action;
+    /// What a match of `rule` does to a recipient in `domain` (in comparable form), and
+    /// the setting that says so: the domain's entry for that rule, else for every rule,
+    /// else the top-level `[rules]`, else the top-level `action`.
+    pub fn action_for(&self, domain: &str, rule: RuleKind) -> (Action, Setting<'_>) {
+        let r = rule.index();
+        if let Some((entry, actions)) = self.domains.lookup(domain) {
+            if let Some(action) = actions.per_rule[r] {
+                return (action, Setting::DomainRule(entry, rule));
+            }
+            if let Some(action) = actions.any {
+                return (action, Setting::Domain(entry));
+            }
         }
-        self.domains
-            .lookup(domain)
-            .map_or(self.action, |(_, action)| action)
+        match self.actions.per_rule[r] {
+            Some(action) => (action, Setting::Rule(rule)),
+            None => (
+                self.actions.any.unwrap_or(Action::Reject),
+                Setting::TopLevel,
+            ),
+        }
+    }
+
+    /// Whether any setting tags: only then does the milter ask the MTA for the right to
+    /// add a header, which costs nothing where it is not asked for.
+    pub fn uses_tag(&self) -> bool {
+        self.domains.tags || self.actions.all().any(|a| a == Action::Tag)
     }
 
     pub fn is_whitelisted(&self, rcpt: &Recipient<'_>) -> bool {

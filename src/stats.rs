@@ -31,7 +31,7 @@ impl FrontEnd {
 }
 
 /// The outcomes of a rule match that refused or would have refused, in counter order.
-pub const OUTCOMES: [&str; 3] = ["rejected", "tempfailed", "logged"];
+pub const OUTCOMES: [&str; 4] = ["rejected", "tempfailed", "logged", "tagged"];
 /// The rules' names in counter order (`Rule::index`).
 pub const RULES: [&str; 3] = ["own-ip", "ip", "rcpt-domain"];
 
@@ -57,6 +57,7 @@ impl Stats {
             Verdict::Reject(rule) => &self.matched[via.index()][0][rule_index(rule)],
             Verdict::Tempfail(rule) => &self.matched[via.index()][1][rule_index(rule)],
             Verdict::Log(rule) => &self.matched[via.index()][2][rule_index(rule)],
+            Verdict::Tag(rule) => &self.matched[via.index()][3][rule_index(rule)],
             Verdict::Exempt(_, exemption) => {
                 let i = Exemption::ALL
                     .iter()
@@ -131,6 +132,7 @@ mod tests {
             "rejected_own_ip=0 rejected_ip=2 rejected_rcpt_domain=0 \
              tempfailed_own_ip=0 tempfailed_ip=0 tempfailed_rcpt_domain=1 \
              logged_own_ip=1 logged_ip=0 logged_rcpt_domain=0 \
+             tagged_own_ip=0 tagged_ip=0 tagged_rcpt_domain=0 \
              exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 \
              exempted_role_account=0 exempted_off=1"
         );

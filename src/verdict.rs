@@ -3,7 +3,7 @@
 
 use crate::{
     helo::Helo,
-    policy::{Action, Policy},
+    policy::{Action, Policy, RuleKind},
     recipient::Recipient,
 };
 use std::{
@@ -48,13 +48,17 @@ pub enum Rule {
 }
 
 impl Rule {
+    pub fn kind(&self) -> RuleKind {
+        match self {
+            Self::OwnIp(_) => RuleKind::OwnIp,
+            Self::Ip => RuleKind::Ip,
+            Self::RcptDomain => RuleKind::RcptDomain,
+        }
+    }
+
     /// The name used in logs, configuration and statistics.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::OwnIp(_) => "own-ip",
-            Self::Ip => "ip",
-            Self::RcptDomain => "rcpt-domain",
-        }
+        self.kind().name()
     }
 }
 
@@ -110,15 +114,19 @@ pub enum Verdict {
     Tempfail(Rule),
     /// Accepted; the log says what would have been done.
     Log(Rule),
+    /// Accepted; the message gets a header (`Tag`) that says why.
+    Tag(Rule),
 }
 
 impl Verdict {
     pub fn rule(&self) -> Option<Rule> {
         match *self {
             Self::Pass => None,
-            Self::Exempt(rule, _) | Self::Reject(rule) | Self::Tempfail(rule) | Self::Log(rule) => {
-                Some(rule)
-            }
+            Self::Exempt(rule, _)
+            | Self::Reject(rule)
+            | Self::Tempfail(rule)
+            | Self::Log(rule)
+            | Self::Tag(rule) => Some(rule),
         }
     }
 }
@@ -141,10 +149,11 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
     if let Some(exemption) = exemption {
         return Verdict::Exempt(rule, exemption);
     }
-    match policy.action_for(&rcpt.domain) {
+    match policy.action_for(&rcpt.domain, rule.kind()).0 {
         Action::Reject => Verdict::Reject(rule),
         Action::Tempfail => Verdict::Tempfail(rule),
         Action::Log => Verdict::Log(rule),
+        Action::Tag => Verdict::Tag(rule),
         Action::Off => Verdict::Exempt(rule, Exemption::Off),
     }
 }
@@ -196,8 +205,45 @@ impl Reply {
         match *verdict {
             Verdict::Reject(rule) | Verdict::Log(rule) => Some(Self::new(rule, true, url)),
             Verdict::Tempfail(rule) => Some(Self::new(rule, false, url)),
-            Verdict::Pass | Verdict::Exempt(..) => None,
+            Verdict::Pass | Verdict::Exempt(..) | Verdict::Tag(_) => None,
         }
+    }
+}
+
+/// The header a tagged message gets, so that a spam filter (rspamd, SpamAssassin,
+/// Sieve) can score or file it: `X-Bogus-HELO: rule=ip helo="[192.0.2.9]"
+/// client=198.51.100.7`. The HELO is the client's own text, so it is quoted with `"` and
+/// `\` escaped and everything but printable ASCII written as `\xNN` or `\u{NNNN}`: no
+/// client can end the header, add another, or forge a field.
+pub struct TagHeader;
+
+impl TagHeader {
+    pub const NAME: &'static str = "X-Bogus-HELO";
+
+    pub fn value(rule: Rule, helo: &str, client: Option<IpAddr>) -> String {
+        const MAX_CHARS: usize = 200;
+        let mut value = format!("rule={} helo=\"", rule.name());
+        for (i, c) in helo.chars().enumerate() {
+            if i == MAX_CHARS {
+                value.push_str("...");
+                break;
+            }
+            match c {
+                '"' | '\\' => {
+                    value.push('\\');
+                    value.push(c);
+                }
+                ' '..='~' => value.push(c),
+                c if (c as u32) < 0x100 => value.push_str(&format!("\\x{:02x}", c as u32)),
+                c => value.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            }
+        }
+        value.push('"');
+        match client {
+            Some(ip) => value.push_str(&format!(" client={ip}")),
+            None => value.push_str(" client=unknown"),
+        }
+        value
     }
 }
 
@@ -473,5 +519,85 @@ mod tests {
                 .to_string(),
             "550 5.7.1 bogus helo https://example.com/helo"
         );
+    }
+
+    #[test]
+    fn the_most_specific_setting_decides() {
+        // domain + rule, then domain, then rule, then the top-level action.
+        let p = Config::parse(
+            r#"
+            action = "reject"
+            [rules]
+            ip = "tempfail"
+            rcpt-domain = "tag"
+            [domains."example.org"]
+            action = "log"
+            [domains."example.org".rules]
+            own-ip = "reject"
+            [domains.".example.net"]
+            [domains.".example.net".rules]
+            ip = "off"
+            "#,
+            "test",
+        )
+        .unwrap()
+        .policy;
+        let setting = |domain: &str, rule: RuleKind| {
+            let (action, setting) = p.action_for(domain, rule);
+            format!("{action} {setting}")
+        };
+        assert_eq!(
+            setting("example.org", RuleKind::OwnIp),
+            "reject domains.\"example.org\".rules.own-ip"
+        );
+        assert_eq!(
+            setting("example.org", RuleKind::Ip),
+            "log domains.\"example.org\".action"
+        );
+        assert_eq!(setting("example.com", RuleKind::Ip), "tempfail rules.ip");
+        assert_eq!(setting("example.com", RuleKind::OwnIp), "reject action");
+        assert_eq!(
+            setting("example.com", RuleKind::RcptDomain),
+            "tag rules.rcpt-domain"
+        );
+        assert_eq!(
+            setting("a.example.net", RuleKind::Ip),
+            "off domains.\".example.net\".rules.ip"
+        );
+        assert_eq!(setting("a.example.net", RuleKind::OwnIp), "reject action");
+        assert!(p.uses_tag());
+
+        let c = conn("[192.0.2.9]");
+        assert_eq!(judge(&p, &c, "u@example.org"), Verdict::Log(Rule::Ip));
+        assert_eq!(judge(&p, &c, "u@example.com"), Verdict::Tempfail(Rule::Ip));
+        assert_eq!(
+            judge(&p, &c, "u@b.example.net"),
+            Verdict::Exempt(Rule::Ip, Exemption::Off)
+        );
+        assert_eq!(
+            judge(&p, &conn("[192.0.2.25]"), "u@example.org"),
+            Verdict::Reject(own("192.0.2.25"))
+        );
+        assert_eq!(
+            judge(&p, &conn("example.com"), "u@example.com"),
+            Verdict::Tag(Rule::RcptDomain)
+        );
+        assert_eq!(Reply::for_verdict(&Verdict::Tag(Rule::Ip), &p), None);
+        assert!(!policy().uses_tag());
+    }
+
+    #[test]
+    fn the_tag_header_cannot_be_forged() {
+        let client = Some("198.51.100.7".parse().unwrap());
+        assert_eq!(
+            TagHeader::value(Rule::Ip, "[192.0.2.9]", client),
+            "rule=ip helo=\"[192.0.2.9]\" client=198.51.100.7"
+        );
+        assert_eq!(
+            TagHeader::value(Rule::RcptDomain, "a\"b\\c\r\nX-Spam: no\u{e9}\u{2028}", None),
+            "rule=rcpt-domain helo=\"a\\\"b\\\\c\\x0d\\x0aX-Spam: no\\xe9\\u{2028}\" client=unknown"
+        );
+        let long = TagHeader::value(Rule::Ip, &"a".repeat(1000), client);
+        assert!(long.len() < 260 && long.contains("...\""), "{long}");
     }
 }

@@ -153,7 +153,7 @@ fn bad_configs_name_the_file_the_key_and_the_value() {
     let cases = [
         (
             "action = \"bounce\"",
-            "FILE: action = \"bounce\": expected reject, tempfail, log or off",
+            "FILE: action = \"bounce\": expected reject, tempfail, log, tag or off",
         ),
         (
             "own_addresses = [\"192.0.2.300\"]",
@@ -212,7 +212,7 @@ fn bad_configs_name_the_file_the_key_and_the_value() {
         // A top-level key written after a [domains] table belongs to that table.
         (
             "[domains.\"x.example\"]\naction = \"log\"\nwhitelist = [\"a@x.example\"]",
-            "FILE: domains.\"x.example\".whitelist: unknown key `whitelist`, expected `action`; `whitelist` is a top-level key, but in TOML every key after a [domains.\"...\"] header belongs to that table: move it above the first [domains] table",
+            "FILE: domains.\"x.example\".whitelist: unknown key `whitelist`, expected `action` or `rules`; `whitelist` is a top-level key, but in TOML every key after a [domains.\"...\"] header belongs to that table: move it above the first [domains] table",
         ),
         // Entries that normalise to one are an error naming both (issue 10).
         (
@@ -282,7 +282,7 @@ fn bad_configs_name_the_file_the_key_and_the_value() {
         ("BOGUS_HELO_MILTER_ACTOIN", "log", "FILE with BOGUS_HELO_MILTER_ACTOIN: BOGUS_HELO_MILTER_ACTOIN = \"log\": no such key"),
         ("BOGUS_HELO_MILTER_MAX_CONNECTIONS", "lots", "BOGUS_HELO_MILTER_MAX_CONNECTIONS = \"lots\": expected an integer"),
         ("BOGUS_HELO_MILTER_SKIP_AUTHENTICATED", "1", "BOGUS_HELO_MILTER_SKIP_AUTHENTICATED = \"1\": expected true or false"),
-        ("BOGUS_HELO_MILTER_DOMAINS", "x", "BOGUS_HELO_MILTER_DOMAINS = \"x\": per-domain settings ([domains]) can be set in the configuration file only"),
+        ("BOGUS_HELO_MILTER_DOMAINS", "x", "BOGUS_HELO_MILTER_DOMAINS = \"x\": tables ([rules], [domains]) can be set in the configuration file only"),
     ] {
         let r = run("", &["-t"], &[(var, value)]);
         assert_eq!(r.code, 2, "{var}");
@@ -510,4 +510,82 @@ fn unix_socket_settings_are_checked() {
         "{}",
         r.stdout
     );
+}
+
+/// Per-rule actions (issue 14): `explain` names the setting that decided, `-t` prints the
+/// effective table, and a rule that does not exist is an error.
+#[test]
+fn per_rule_actions_are_explained_and_checked() {
+    let config = r#"action = "reject"
+[rules]
+ip = "tempfail"
+[domains."example.org"]
+action = "log"
+[domains."example.org".rules]
+own-ip = "reject"
+rcpt-domain = "tag"
+"#;
+    let explain = |helo: &str, rcpt: &str| {
+        run(
+            config,
+            &[
+                "explain",
+                "--helo",
+                helo,
+                "--rcpt",
+                rcpt,
+                "--client",
+                "198.51.100.7",
+                "--local",
+                "192.0.2.25",
+            ],
+            &[],
+        )
+        .stdout
+    };
+    for (helo, rcpt, action, verdict) in [
+        ("[192.0.2.9]", "u@example.com", "tempfail (from rules.ip)", "tempfail"),
+        ("[192.0.2.9]", "u@example.org", "log (from domains.\"example.org\".action)", "accept, log only"),
+        ("[192.0.2.25]", "u@example.org", "reject (from domains.\"example.org\".rules.own-ip)", "reject"),
+        ("[192.0.2.25]", "u@example.com", "reject (from action)", "reject"),
+        (
+            "example.org",
+            "u@example.org",
+            "tag (from domains.\"example.org\".rules.rcpt-domain)",
+            "accept, and tag the message: X-Bogus-HELO: rule=rcpt-domain helo=\"example.org\" client=198.51.100.7",
+        ),
+    ] {
+        let out = explain(helo, rcpt);
+        assert!(out.contains(&format!("action:    {action}\n")), "{helo} {rcpt}:\n{out}");
+        assert!(out.contains(&format!("verdict:   {verdict}")), "{helo} {rcpt}:\n{out}");
+    }
+
+    let r = run(config, &["-t"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for line in [
+        "\n[rules]\nip = \"tempfail\"\n",
+        "\n[domains.\"example.org\".rules]\nown-ip = \"reject\"\nrcpt-domain = \"tag\"\n",
+        "# effective actions          own-ip     ip         rcpt-domain\n",
+        "#   (other domains)            reject     tempfail   reject\n",
+        "#   example.org                reject     log        tag\n",
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
+    }
+
+    for (config, message) in [
+        (
+            "[rules]\nip-literal = \"log\"",
+            "FILE: rules.ip-literal = \"log\": no such rule; the rules are own-ip, ip or rcpt-domain",
+        ),
+        (
+            "[domains.\"x.example\".rules]\nownip = \"log\"",
+            "FILE: domains.\"x.example\".rules.ownip = \"log\": no such rule",
+        ),
+        ("[rules]\nip = \"bounce\"", "FILE: rules.ip = \"bounce\": expected reject, tempfail, log, tag or off"),
+        ("[domains.\"x.example\"]", "FILE: domains.\"x.example\".action = \"\": missing; a [domains] entry needs an action"),
+    ] {
+        let r = run(config, &["-t"], &[]);
+        assert_eq!(r.code, 2, "{config}");
+        assert!(r.stderr.contains(message), "{config}: {}", r.stderr);
+    }
 }

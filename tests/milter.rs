@@ -459,6 +459,7 @@ async fn sigusr1_logs_the_counters() {
             "event=stats rejected_own_ip=0 rejected_ip=2 rejected_rcpt_domain=0 \
              tempfailed_own_ip=0 tempfailed_ip=0 tempfailed_rcpt_domain=0 \
              logged_own_ip=0 logged_ip=0 logged_rcpt_domain=0 \
+             tagged_own_ip=0 tagged_ip=0 tagged_rcpt_domain=0 \
              exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 \
              exempted_role_account=0 exempted_off=0",
             Duration::from_secs(5)
@@ -688,4 +689,60 @@ async fn reload_applies_log_level_and_stats_interval_and_names_restart_keys() {
         milter.log()
     );
     assert!(milter.stop());
+}
+
+/// `tag` (issue 14): the recipient is accepted and the message gets one header, asked
+/// for at negotiation only where some setting tags.
+#[tokio::test]
+async fn tag_adds_one_header_per_message() {
+    use indymilter_test::{Actions, EomAction};
+    let plain = Milter::start("");
+    let conn = TestConnection::open(plain.addr()).await.unwrap();
+    assert!(!conn.negotiated_actions().contains(Actions::ADD_HEADER));
+    conn.close().await.unwrap();
+
+    let milter = Milter::start(
+        r#"
+[rules]
+ip = "tag"
+[domains."example.org".rules]
+ip = "reject"
+"#,
+    );
+    let mut conn = session(&milter, [198, 51, 100, 7], Some("[192.0.2.9]")).await;
+    assert!(conn.negotiated_actions().contains(Actions::ADD_HEADER));
+    conn.mail(["<a@example.org>"]).await.unwrap();
+    assert_eq!(rcpt(&mut conn, "a@example.com").await, Status::Continue);
+    assert_eq!(rcpt(&mut conn, "b@example.net").await, Status::Continue);
+    assert_eq!(rcpt(&mut conn, "c@example.org").await, reject("bogus helo"));
+    let (actions, status) = conn.eom().await.unwrap();
+    assert_eq!(status, Status::Continue);
+    let expected = EomAction::AddHeader {
+        name: CString::new("X-Bogus-HELO").unwrap(),
+        value: CString::new("rule=ip helo=\"[192.0.2.9]\" client=198.51.100.7").unwrap(),
+    };
+    assert_eq!(actions.actions, [expected]);
+
+    // The next message, not tagged, gets no header.
+    conn.mail(["<a@example.org>"]).await.unwrap();
+    assert_eq!(rcpt(&mut conn, "c@example.org").await, reject("bogus helo"));
+    let (actions, _) = conn.eom().await.unwrap();
+    assert!(actions.actions.is_empty(), "{actions:?}");
+    conn.close().await.unwrap();
+
+    let log = milter.log();
+    assert_eq!(log.matches("action=tag rule=ip").count(), 2, "{log}");
+    assert!(
+        log.contains("header=\"X-Bogus-HELO: rule=ip helo="),
+        "{log}"
+    );
+    milter.signal(nix::sys::signal::Signal::SIGUSR1);
+    assert!(
+        milter.wait_for_log(
+            "tagged_own_ip=0 tagged_ip=2 tagged_rcpt_domain=0",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        milter.log()
+    );
 }

@@ -6,7 +6,7 @@ use super::{settings::Settings, Config, ConfigError};
 use crate::{
     address_set::AddressSet,
     domain, ip_text,
-    policy::{Action, DomainActions, Policy},
+    policy::{Action, Actions, DomainActions, Policy, RuleKind},
     socket::UnixPermissions,
     whitelist::{Entry, Whitelist},
 };
@@ -66,18 +66,30 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
             .parse::<Action>()
             .map_err(|()| invalid(key, value, &format!("expected {}", Action::NAMES)))
     };
-    let action = parse_action("action", &s.action)?;
+    // A `[rules]` table: rule name → action, under the key `prefix`.
+    let rule_actions = |prefix: &str, rules: &BTreeMap<String, String>| {
+        let mut per_rule = [None; 3];
+        for (name, value) in rules {
+            let key = format!("{prefix}.{name}");
+            let rule = name.parse::<RuleKind>().map_err(|()| {
+                invalid(
+                    &key,
+                    value,
+                    &format!("no such rule; the rules are {}", RuleKind::NAMES),
+                )
+            })?;
+            per_rule[rule.index()] = Some(parse_action(&key, value)?);
+        }
+        Ok::<_, ConfigError>(per_rule)
+    };
+    let actions = Actions {
+        any: Some(parse_action("action", &s.action)?),
+        per_rule: rule_actions("rules", &s.rules)?,
+    };
     let mut domains = DomainActions::default();
     let mut domain_spellings: BTreeMap<String, &str> = BTreeMap::new();
     for (written, settings) in &s.domains {
         let key = format!("domains.{written:?}");
-        if settings.action.is_empty() {
-            return Err(invalid(
-                &format!("{key}.action"),
-                "",
-                &format!("missing; expected {}", Action::NAMES),
-            ));
-        }
         // `.example.com`: every domain below example.com.
         let (dot, name) = match written.trim().strip_prefix('.') {
             Some(parent) => (".", parent),
@@ -88,10 +100,24 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         if let Some(first) = domain_spellings.insert(pattern.clone(), written) {
             return Err(duplicate("domains", first, written, &pattern));
         }
-        domains.insert(
-            &pattern,
-            parse_action(&format!("{key}.action"), &settings.action)?,
-        );
+        let entry = Actions {
+            any: match settings.action.as_str() {
+                "" => None,
+                action => Some(parse_action(&format!("{key}.action"), action)?),
+            },
+            per_rule: rule_actions(&format!("{key}.rules"), &settings.rules)?,
+        };
+        if entry == Actions::default() {
+            return Err(invalid(
+                &format!("{key}.action"),
+                "",
+                &format!(
+                    "missing; a [domains] entry needs an action ({}) or a [domains.{written:?}.rules] table",
+                    Action::NAMES
+                ),
+            ));
+        }
+        domains.insert(&pattern, entry);
     }
 
     let reply_url = match s.reply_url.trim() {
@@ -215,7 +241,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         unix_permissions: UnixPermissions { mode, group: gid },
         socket_group,
         policy: Policy {
-            action,
+            actions,
             domains,
             whitelist: Whitelist::new(entries),
             recipient_delimiter,

@@ -2,6 +2,7 @@
 //! itself a configuration that reads back to the same.
 
 use super::Config;
+use crate::policy::{Action, RuleKind};
 use std::fmt::{Display, Write};
 
 pub fn to_toml(config: &Config) -> String {
@@ -28,7 +29,11 @@ pub fn to_toml(config: &Config) -> String {
     let _ = writeln!(out, "socket_mode = \"{mode:04o}\"");
     let group = toml_string(config.socket_group.as_deref().unwrap_or(""));
     let _ = writeln!(out, "socket_group = {group}");
-    let _ = writeln!(out, "action = \"{}\"", p.action);
+    let _ = writeln!(
+        out,
+        "action = \"{}\"",
+        p.actions.any.unwrap_or(crate::policy::Action::Reject)
+    );
     let url = toml_string(p.reply_url.as_deref().unwrap_or(""));
     let _ = writeln!(out, "reply_url = {url}");
     let _ = writeln!(out, "own_addresses = {}", list(p.own_networks.networks()));
@@ -58,11 +63,48 @@ pub fn to_toml(config: &Config) -> String {
         "log_level = \"{}\"",
         config.log_level.as_str().to_ascii_lowercase()
     );
+    let rules = |out: &mut String, header: &str, per_rule: &[Option<Action>; 3]| {
+        if per_rule.iter().any(Option::is_some) {
+            let _ = writeln!(out, "\n[{header}]");
+            for rule in RuleKind::ALL {
+                if let Some(action) = per_rule[rule.index()] {
+                    let _ = writeln!(out, "{} = \"{action}\"", rule.name());
+                }
+            }
+        }
+    };
+    rules(&mut out, "rules", &p.actions.per_rule);
     let mut domains: Vec<_> = p.domains.entries().collect();
     domains.sort_by(|a, b| a.0.cmp(&b.0));
-    for (domain, action) in domains {
-        let domain = toml_string(&domain);
-        let _ = write!(out, "\n[domains.{domain}]\naction = \"{action}\"\n");
+    for (domain, actions) in &domains {
+        let domain = toml_string(domain);
+        if let Some(action) = actions.any {
+            let _ = write!(out, "\n[domains.{domain}]\naction = \"{action}\"\n");
+        }
+        rules(
+            &mut out,
+            &format!("domains.{domain}.rules"),
+            &actions.per_rule,
+        );
+    }
+    // What applies where, for every rule: the table an administrator checks a change by.
+    let _ = writeln!(
+        out,
+        "\n# effective actions          {:<10} {:<10} {}",
+        "own-ip", "ip", "rcpt-domain"
+    );
+    let row = |out: &mut String, label: &str, domain: &str| {
+        let [a, b, c] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
+        let _ = writeln!(out, "#   {label:<26} {a:<10} {b:<10} {c}");
+    };
+    row(&mut out, "(other domains)", "");
+    for (domain, _) in &domains {
+        // A `.parent` entry applies to the domains below it: show one of them.
+        let sample = match domain.strip_prefix('.') {
+            Some(parent) => format!("*.{parent}"),
+            None => domain.clone(),
+        };
+        row(&mut out, &sample, &sample.replace('*', "sub"));
     }
     out
 }

@@ -28,6 +28,8 @@ pub struct Settings {
     pub idle_timeout: String,
     pub stats_interval: String,
     pub log_level: String,
+    /// Rule name → action, for every recipient domain without its own.
+    pub rules: BTreeMap<String, String>,
     pub domains: BTreeMap<String, DomainSettings>,
 }
 
@@ -35,6 +37,8 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct DomainSettings {
     pub action: String,
+    /// Rule name → action, for this domain.
+    pub rules: BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -56,6 +60,7 @@ impl Default for Settings {
             idle_timeout: "1h".into(),
             stats_interval: "1h".into(),
             log_level: "info".into(),
+            rules: BTreeMap::new(),
             domains: BTreeMap::new(),
         }
     }
@@ -150,7 +155,7 @@ fn typed_override(o: &Override, defaults: &toml::Table) -> Result<(String, confi
         ),
         Some(_) => {
             return Err(
-                "per-domain settings ([domains]) can be set in the configuration file only".into(),
+                "tables ([rules], [domains]) can be set in the configuration file only".into(),
             )
         }
     };

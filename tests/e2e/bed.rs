@@ -28,8 +28,19 @@ impl Bed {
 
     /// Starts the milter with exactly `config`, which must set `trusted_networks` itself.
     pub fn start_exact(kind: Kind, config: &str) -> Self {
+        Self::start_with_main_cf(kind, config, "")
+    }
+
+    /// [`Bed::start_exact`] with `extra_main_cf` appended to Postfix's main.cf (Sendmail
+    /// ignores it).
+    pub fn start_with_main_cf(kind: Kind, config: &str, extra_main_cf: &str) -> Self {
         let milter = Milter::start(config);
-        let mta = Mta::start(kind, milter.addr());
+        let mta = match kind {
+            Kind::Postfix if !extra_main_cf.is_empty() => {
+                Mta::start_postfix_with(Some(&milter.socket_spec()), extra_main_cf)
+            }
+            _ => Mta::start(kind, milter.addr()),
+        };
         Self {
             mta,
             milter: Some(milter),

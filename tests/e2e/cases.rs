@@ -416,3 +416,89 @@ action = "off"
     }
     bed.finish();
 }
+
+/// Actions per rule and per domain, the most specific setting first, and `tag` (issue
+/// 14): the tagged recipients are accepted and the message carries one `X-Bogus-HELO`
+/// header, which the MTA logs (Postfix: a `milter_header_checks` rule; Sendmail: its
+/// milter log).
+pub fn per_rule_actions_and_tag(kind: Kind) {
+    let checks = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = checks.path().join("milter_header_checks");
+        std::fs::write(&path, "/^X-Bogus-HELO:/ INFO\n").unwrap();
+        std::fs::set_permissions(checks.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let main_cf = format!(
+        "milter_header_checks = regexp:{}/milter_header_checks\n",
+        checks.path().display()
+    );
+    let mut bed = Bed::start_with_main_cf(
+        kind,
+        &format!(
+            r#"{}own_addresses = ["192.0.2.25"]
+action = "reject"
+[rules]
+ip = "tag"
+own-ip = "tempfail"
+[domains."example.org"]
+action = "log"
+[domains."example.org".rules]
+own-ip = "reject"
+"#,
+            crate::bed::CONFIG_HEAD
+        ),
+        &main_cf,
+    );
+    let tagged = Session::new(
+        "[192.0.2.9]",
+        &["a@example.com", "b@example.net", "c@example.org"],
+    )
+    .with_data();
+    let outcome = bed.send(&tagged);
+    show(kind, "rules.ip = tag, example.org log", &outcome);
+    bed.expect_rcpt(&outcome, "a@example.com", "250");
+    bed.expect_rcpt(&outcome, "b@example.net", "250");
+    bed.expect_rcpt(&outcome, "c@example.org", "250");
+    bed.expect_delivered_to(
+        &outcome,
+        &["a@example.com", "b@example.net", "c@example.org"],
+    );
+
+    let own = bed.send(&Session::new(
+        "[192.0.2.25]",
+        &["a@example.com", "c@example.org"],
+    ));
+    show(
+        kind,
+        "rules.own-ip = tempfail, example.org's own-ip reject",
+        &own,
+    );
+    bed.expect_rcpt(&own, "a@example.com", "450 4.7.1 bogus helo 192.0.2.25");
+    bed.expect_rcpt(&own, "c@example.org", "550 5.7.1 bogus helo 192.0.2.25");
+
+    let name = bed.send(&Session::new("example.com", &["a@example.com"]));
+    show(kind, "rcpt-domain: the top-level action", &name);
+    bed.expect_rcpt(&name, "a@example.com", MATCHES_RCPT);
+
+    // The header reached the MTA, once for the message with two tagged recipients.
+    let header = "X-Bogus-HELO: rule=ip helo=\"[192.0.2.9]\" client=127.0.0.1";
+    let seen =
+        super::common::wait_until(Duration::from_secs(10), || bed.mta.log().contains(header));
+    let log = bed.mta.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(header)).collect();
+    for line in &lines {
+        println!("[{kind}]   MTA: {line}");
+    }
+    if !seen || lines.len() != 1 {
+        bed.problem(format!(
+            "expected one MTA log line with {header:?}, found {}",
+            lines.len()
+        ));
+    }
+    let milter_log = bed.milter().log();
+    if milter_log.matches("action=tag rule=ip").count() != 2 {
+        bed.problem("expected two action=tag lines in the milter log");
+    }
+    bed.finish();
+}

@@ -54,4 +54,5 @@ both_mtas!(
     macros_and_helo_calls,
     percent_in_reply_text,
     administrator_probes,
+    per_rule_actions_and_tag,
 );
