@@ -90,8 +90,7 @@ pub fn to_toml(config: &Config) -> String {
     // What applies where, for every rule: the table an administrator checks a change by.
     let _ = writeln!(
         out,
-        "\n# effective actions          {:<10} {:<10} {}",
-        "own-ip", "ip", "rcpt-domain"
+        "\n# effective actions          own-ip     ip         rcpt-domain"
     );
     let row = |out: &mut String, label: &str, domain: &str| {
         let [a, b, c] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
