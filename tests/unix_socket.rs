@@ -80,6 +80,13 @@ fn start(config: &std::path::Path) -> std::process::Child {
         .unwrap()
 }
 
+/// Starts an instance that must refuse to start; returns what it said.
+fn refused_start(config: &std::path::Path) -> String {
+    let out = Command::new(BIN).arg("-c").arg(config).output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn wait_for_socket(socket: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(socket).is_err() {
@@ -101,7 +108,6 @@ fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
 /// an instance whose socket file another one replaced leaves that file alone at exit.
 #[test]
 fn a_second_instance_never_takes_over_a_live_socket() {
-    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("milter.sock");
     let config = dir.path().join("milter.conf");
@@ -111,16 +117,7 @@ fn a_second_instance_never_takes_over_a_live_socket() {
     wait_for_socket(&socket);
     let inode = fs::metadata(&socket).unwrap().ino();
 
-    let mut second = start(&config);
-    let status = second.wait().unwrap();
-    let mut stderr = String::new();
-    second
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(!status.success());
+    let stderr = refused_start(&config);
     assert!(
         stderr.contains("another process is listening on") && stderr.contains("milter.sock"),
         "{stderr}"
@@ -143,16 +140,7 @@ fn a_second_instance_never_takes_over_a_live_socket() {
 
     // A file that is not a socket is never replaced.
     fs::write(&socket, "not a socket").unwrap();
-    let mut fourth = start(&config);
-    let status = fourth.wait().unwrap();
-    let mut stderr = String::new();
-    fourth
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(!status.success());
+    let stderr = refused_start(&config);
     assert!(
         stderr.contains("exists and is not a socket; refusing to replace it"),
         "{stderr}"
