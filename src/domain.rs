@@ -10,7 +10,13 @@ use std::borrow::Cow;
 /// (junk in a HELO, say) keeps its ASCII-lowered self, which can only ever equal a name
 /// that is spelt the same way.
 pub fn normalize(name: &str) -> Cow<'_, str> {
-    let name = name.strip_suffix('.').unwrap_or(name);
+    // One trailing dot marks an absolute name; two or more make no name at all, which is
+    // kept whole (lowered) so that normalising it again changes nothing.
+    let name = match name.strip_suffix('.') {
+        Some(stripped) if stripped.ends_with('.') => return Cow::Owned(name.to_lowercase()),
+        Some(stripped) => stripped,
+        None => name,
+    };
     // Fast path for the common case: plain lower-case ASCII letters, digits, `-`, `.`.
     if !name.is_empty()
         && name
@@ -36,7 +42,10 @@ pub fn parse(name: &str) -> Result<String, &'static str> {
     if trimmed.contains('*') {
         return Err("wildcards are not supported: name the domain itself (\"example.com\")");
     }
-    if trimmed.starts_with('[') || trimmed.parse::<std::net::IpAddr>().is_ok() {
+    // Whatever a HELO of this text would be read as an address can never match as a name.
+    if trimmed.starts_with('[')
+        || crate::ip_text::parse(trimmed.strip_suffix('.').unwrap_or(trimmed)).is_some()
+    {
         return Err("an IP address, not a domain name");
     }
     let ascii = idna::domain_to_ascii_cow(
@@ -88,6 +97,11 @@ mod tests {
         // Junk from a peer is kept, lowered, and matches nothing configured.
         assert_eq!(normalize("FOO BAR"), "foo bar");
         assert_eq!(normalize(""), "");
+        for junk in ["example.com..", "EXAMPLE.COM..", "a...", "."] {
+            let once = normalize(junk).into_owned();
+            assert_eq!(normalize(&once), once, "{junk}");
+            assert_ne!(once, "example.com");
+        }
     }
 
     #[test]
@@ -103,6 +117,9 @@ mod tests {
             "user@example.com",
             "192.0.2.1",
             "[192.0.2.1]",
+            "192.0.2.1.",
+            "3221225993",
+            "0xc0.0.2.9",
             &format!("{}.example", "a".repeat(64)),
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");

@@ -34,7 +34,13 @@ impl Entry {
         if local.chars().any(char::is_whitespace) {
             return Err("the local part holds white space");
         }
+        let written_local = !local.is_empty();
         let local = normalize_local(local).into_owned();
+        if written_local && local.is_empty() {
+            return Err(
+                "an empty local part (\"\"@...); for a whole domain write \"@example.com\"",
+            );
+        }
         if domain == "*" {
             return Ok(Self::Local(local));
         }
@@ -47,14 +53,40 @@ impl Entry {
     }
 }
 
-/// As written in `milter.conf`, and as `-t` prints it.
+/// As written in `milter.conf`, and as `-t` prints it: what reads back as the same entry.
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Address { local, domain } => write!(f, "{local}@{domain}"),
+            Self::Address { local, domain } => write!(f, "{}@{domain}", LocalPart(local)),
             Self::Domain(domain) => write!(f, "@{domain}"),
-            Self::Local(local) => write!(f, "{local}@*"),
+            Self::Local(local) => write!(f, "{}@*", LocalPart(local)),
         }
+    }
+}
+
+/// A local part as RFC 5321 writes it: bare when it is a dot-atom, else quoted, with `"`
+/// and `\` escaped.
+struct LocalPart<'a>(&'a str);
+
+impl fmt::Display for LocalPart<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let atext =
+            |c: char| c.is_alphanumeric() || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+        let dot_atom = self
+            .0
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext));
+        if dot_atom {
+            return f.write_str(self.0);
+        }
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            if c == '"' || c == '\\' {
+                f.write_str("\\")?;
+            }
+            write!(f, "{c}")?;
+        }
+        f.write_str("\"")
     }
 }
 
@@ -135,6 +167,31 @@ mod tests {
         ] {
             assert!(!has(&w, no), "{no}");
         }
+    }
+
+    #[test]
+    fn printed_entries_read_back() {
+        for written in [
+            "\"\\\"x\\\"\"@example.com",
+            "\"a@b\"@example.com",
+            "\"a..b\"@*",
+            "\".x\"@example.com",
+            "Jöhn.Doe@example.com",
+            "@example.com",
+        ] {
+            let entry = Entry::parse(written).unwrap();
+            assert_eq!(
+                Entry::parse(&entry.to_string()),
+                Ok(entry.clone()),
+                "{written} as {entry}"
+            );
+        }
+        assert_eq!(
+            Entry::parse("\"\\\"x\\\"\"@example.com")
+                .unwrap()
+                .to_string(),
+            "\"\\\"x\\\"\"@example.com"
+        );
     }
 
     #[test]
