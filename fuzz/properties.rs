@@ -250,6 +250,9 @@ const ACTIONS: [(&str, Act); 10] = [
     ("TAG", Act::Tag),
 ];
 
+/// A `[domains]` entry as the model reads it: name, below, action, per-rule actions.
+type ModelDomain = (usize, bool, Option<Act>, [Option<Act>; 3]);
+
 /// The `[rules]` keys, in the order of `rule_index`.
 const RULE_KEYS: [&str; 3] = ["own-ip", "ip", "rcpt-domain"];
 
@@ -462,7 +465,7 @@ fn address_text(ip: IpAddr, form: u8, style: u8) -> String {
                     .iter()
                     .map(|&octet| {
                         let padded = format!("{octet:03}");
-                        if octet < 8 || octet >= 100 || padded.contains(['8', '9']) {
+                        if !(8..100).contains(&octet) || padded.contains(['8', '9']) {
                             padded
                         } else {
                             octet.to_string()
@@ -607,8 +610,7 @@ struct Scenario {
     rcpt_domain: Option<usize>,
     action: Act,
     rules: [Option<Act>; 3],
-    /// Name, below, action, per-rule actions.
-    domains: Vec<(usize, bool, Option<Act>, [Option<Act>; 3])>,
+    domains: Vec<ModelDomain>,
     whitelist: Vec<Listed>,
     own_names: Vec<usize>,
     own_addresses: Vec<u8>,
