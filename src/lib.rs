@@ -17,13 +17,14 @@ pub mod policy;
 pub mod recipient;
 pub mod socket;
 pub mod stats;
+pub mod systemd;
 pub mod verdict;
 pub mod whitelist;
 
 use crate::{
     config::Config,
     milter::Shared,
-    socket::{Listener, StoppableListener},
+    socket::{Listener, Origin, StoppableListener},
 };
 use log::{error, info, warn};
 use std::{future::Future, io, path::PathBuf, sync::Arc, time::Duration};
@@ -35,12 +36,14 @@ use tokio::{
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Serves milter connections until `shutdown` completes, then refuses new connections
-/// and lets the sessions in progress finish (for up to `SHUTDOWN_GRACE`). SIGHUP rereads
+/// Serves milter connections until `shutdown` completes, then accepts no new connections
+/// (refuses them if the milter bound the socket itself, `origin`) and lets the sessions
+/// in progress finish (for up to `SHUTDOWN_GRACE`). SIGHUP rereads
 /// `config_path` (`None`: the default file); SIGUSR1 and every `stats_interval` log the
 /// counters.
 pub async fn run(
     listener: Listener,
+    origin: Origin,
     config: Config,
     config_path: Option<PathBuf>,
     shutdown: impl Future,
@@ -80,13 +83,13 @@ pub async fn run(
         connection_timeout: config.idle_timeout,
         ..Default::default()
     };
-    let (listener, stop_handle) = StoppableListener::new(listener);
+    let (listener, stop_handle) = StoppableListener::new(listener, origin);
     let drain = {
         let shared = shared.clone();
         async move {
             shutdown.await;
             stop_handle.stop();
-            drain_sessions(&shared).await;
+            drain_sessions(&shared, origin).await;
         }
     };
     info!(
@@ -114,14 +117,22 @@ fn stats_ticks(period: Option<Duration>) -> tokio::time::Interval {
     ticks
 }
 
-/// How long a stop waits for the sessions in progress, well inside systemd's stop timeout.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a stop waits for the sessions in progress: inside the unit's
+/// `TimeoutStopSec=30s`, and short enough that the MTA connections queued meanwhile on
+/// a socket from systemd reach the next instance within Postfix's
+/// `milter_command_timeout` (30 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Waits until the sessions in progress have ended, or `SHUTDOWN_GRACE` has passed; the
 /// MTA answers the rest of a session cut short with its `milter_default_action`.
-async fn drain_sessions(shared: &Shared) {
+async fn drain_sessions(shared: &Shared, origin: Origin) {
     let sessions = shared.sessions();
-    info!("event=shutdown new_connections=refused sessions_in_progress={sessions}");
+    let new_connections = match origin {
+        Origin::Bound => "refused",
+        // They wait in systemd's socket for the next instance.
+        Origin::Systemd => "queued",
+    };
+    info!("event=shutdown new_connections={new_connections} sessions_in_progress={sessions}");
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while shared.sessions() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -2,6 +2,8 @@ use bogus_helo_milter::{
     config::{Config, DEFAULT_PATH},
     explain::{explain, Question},
     interfaces, logging,
+    socket::{Bound, Origin},
+    systemd,
 };
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
@@ -23,6 +25,10 @@ struct Cli {
     #[arg(short = 't', long)]
     check_config: bool,
 
+    /// With --check-config: print nothing but errors (as the systemd unit does).
+    #[arg(short, long, requires = "check_config")]
+    quiet: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -31,6 +37,13 @@ struct Cli {
 enum Command {
     /// Print the verdict that this configuration gives a HELO and a recipient, and why.
     Explain(Question),
+    /// Check the configuration quietly, then make the milter running as PID reread it
+    /// (SIGHUP). The systemd unit's ExecReload: a bad file makes `systemctl reload` fail.
+    Reload {
+        /// The milter's process ID (systemd's $MAINPID).
+        #[arg(value_parser = clap::value_parser!(i32).range(2..))]
+        pid: i32,
+    },
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -46,23 +59,33 @@ fn main() -> ExitCode {
     };
 
     if cli.check_config {
-        print!("{}", config.to_toml());
-        // Not configuration, but what the own-ip rule also counts: read at start and at
-        // every reload, so a changed interface address applies at the next reload.
-        let interfaces = interfaces::addresses();
-        let list: Vec<String> = interfaces.iter().map(|ip| ip.to_string()).collect();
-        println!(
-            "\n# this host's interface addresses, own addresses besides own_addresses and the\n# address each client connected to (read at start and at each reload):\n# {}",
-            list.join(" ")
-        );
+        if !cli.quiet {
+            print!("{}", config.to_toml());
+            // Not configuration, but what the own-ip rule also counts: read at start and at
+            // every reload, so a changed interface address applies at the next reload.
+            let interfaces = interfaces::addresses();
+            let list: Vec<String> = interfaces.iter().map(|ip| ip.to_string()).collect();
+            println!(
+                "\n# this host's interface addresses, own addresses besides own_addresses and the\n# address each client connected to (read at start and at each reload):\n# {}",
+                list.join(" ")
+            );
+        }
         return ExitCode::SUCCESS;
     }
 
-    if let Some(Command::Explain(question)) = cli.command {
-        let policy = config.policy_with(&interfaces::addresses());
-        print!("{}", explain(&policy, &question));
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::Explain(question)) => {
+            let policy = config.policy_with(&interfaces::addresses());
+            print!("{}", explain(&policy, &question));
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Reload { pid }) => return signal_reload(pid),
+        None => {}
     }
+
+    // Before anything opens a descriptor or starts a thread (they change the environment).
+    let from_systemd = systemd::take_listen_fds();
+    let notifier = systemd::Notifier::from_env();
 
     logging::init(config.log_level);
     raise_open_files_limit(config.max_connections);
@@ -100,24 +123,49 @@ fn main() -> ExitCode {
             log::error!("event=start error=\"cannot install signal handlers\"");
             return ExitCode::FAILURE;
         };
-        let bound = match config.socket.bind(config.unix_permissions) {
+        let (bound, origin) = match systemd::milter_socket(from_systemd, &config.socket) {
+            Some(fd) => {
+                // No socket file of ours: one from systemd is systemd's to remove.
+                let bound = fd.into_listener().map(|listener| Bound {
+                    listener,
+                    unix_file: None,
+                });
+                (bound.map_err(|e| e.to_string()), Origin::Systemd)
+            }
+            None => {
+                let bound = config.socket.bind(config.unix_permissions);
+                (bound.map_err(|e| e.to_string()), Origin::Bound)
+            }
+        };
+        let bound = match bound {
             Ok(bound) => bound,
             Err(e) => {
                 log::error!(
                     "event=start result=failed socket={} error={:?}",
                     config.socket,
-                    e.to_string()
+                    e
                 );
                 return ExitCode::FAILURE;
             }
         };
+        log::info!(
+            "event=listen socket={} from={}",
+            config.socket,
+            match origin {
+                Origin::Bound => "milter.conf",
+                Origin::Systemd => "systemd",
+            }
+        );
+        notifier.ready(&format!("serving {}", config.socket));
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            notifier.stopping();
         };
-        let result = bogus_helo_milter::run(bound.listener, config, cli.config, shutdown).await;
+        let result =
+            bogus_helo_milter::run(bound.listener, origin, config, cli.config, shutdown).await;
         if let Some(file) = bound.unix_file {
             file.remove();
         }
@@ -126,6 +174,19 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         }
     })
+}
+
+/// Asks the running milter to reread its configuration, which this process has just
+/// checked. Quiet on success, as `systemctl reload` expects.
+fn signal_reload(pid: i32) -> ExitCode {
+    use nix::{sys::signal, unistd::Pid};
+    match signal::kill(Pid::from_raw(pid), signal::Signal::SIGHUP) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bogus-helo-milter: cannot signal the milter (process {pid}): {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Each milter connection is a file descriptor: lift the soft limit (often 1024) to the

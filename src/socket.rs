@@ -32,7 +32,9 @@ pub type Listener = EitherListener<TcpListener, UnixListener>;
 /// A listener whose socket can be shut from outside (`StopHandle`), so that the MTA's new
 /// connections are refused at once while the sessions in progress go on. indymilter
 /// polls the listener only while it has a free connection slot, so the socket is shut
-/// directly rather than when the listener is next polled.
+/// directly rather than when the listener is next polled. A socket from systemd is
+/// never shut: it is the same socket systemd holds, and the connections that arrive
+/// meanwhile wait in its queue for the next instance.
 ///
 /// A failed accept (out of file descriptors, say) is logged and retried a moment later:
 /// indymilter would otherwise end the whole milter on it.
@@ -45,31 +47,44 @@ pub struct StoppableListener {
 
 /// Stops a `StoppableListener`; valid for as long as the listener lives.
 pub struct StopHandle {
-    fd: RawFd,
+    /// The socket to shut at stop: `None` for a socket from systemd.
+    fd: Option<RawFd>,
     stopped: Arc<AtomicBool>,
 }
 
 impl StopHandle {
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
-        // The listener still owns the descriptor (it is dropped only with the listener),
-        // so this is the listening socket: new connections are refused from now on.
-        let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Both);
+        if let Some(fd) = self.fd {
+            // The listener still owns the descriptor (it is dropped only with the
+            // listener), so this is the listening socket: new connections are refused
+            // from now on.
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        }
     }
+}
+
+/// Where the listening socket comes from, which decides how a stop treats it.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Origin {
+    /// Bound by the milter itself (`socket` in milter.conf), shut at stop.
+    Bound,
+    /// Passed by systemd (socket activation), left open at stop.
+    Systemd,
 }
 
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl StoppableListener {
-    pub fn new(inner: Listener) -> (Self, StopHandle) {
+    pub fn new(inner: Listener, origin: Origin) -> (Self, StopHandle) {
         let fd = match &inner {
             EitherListener::Tcp(listener) => listener.as_raw_fd(),
             EitherListener::Unix(listener) => listener.as_raw_fd(),
         };
         let stopped = Arc::new(AtomicBool::new(false));
         let handle = StopHandle {
-            fd,
+            fd: (origin == Origin::Bound).then_some(fd),
             stopped: stopped.clone(),
         };
         let listener = Self {
