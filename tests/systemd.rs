@@ -1,0 +1,257 @@
+//! The milter under systemd's conventions, driven as systemd drives it: sockets passed
+//! with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES (taken by name, left open at stop, so that
+//! a connection made between two instances is served by the next one), the `reload`
+//! command of ExecReload, and the quiet check of ExecStartPre.
+
+mod common;
+
+use common::{
+    milter::{free_port, Milter, BIN},
+    raw::RawMta,
+    wait_until,
+};
+use nix::{
+    fcntl::{fcntl, FcntlArg},
+    unistd::dup2,
+};
+use std::{
+    fs,
+    io::Read,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::{
+        fd::{AsRawFd, RawFd},
+        unix::process::CommandExt,
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A milter started as systemd starts a socket-activated service.
+struct Activated {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Activated {
+    /// Starts the milter with `config`, passing `sockets` (name, listener) as descriptors
+    /// 3, 4, ... in that order.
+    fn start(dir: &Path, name: &str, config: &str, sockets: &[(&str, &TcpListener)]) -> Self {
+        let conf = dir.join(format!("{name}.conf"));
+        fs::write(&conf, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        // Copies well above the target numbers, so that placing one cannot overwrite
+        // another that is still to be placed.
+        let fds: Vec<RawFd> = sockets
+            .iter()
+            .map(|(_, l)| fcntl(l.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(100)).unwrap())
+            .collect();
+        let names: Vec<&str> = sockets.iter().map(|(n, _)| *n).collect();
+        let mut command = Command::new("/bin/sh");
+        // LISTEN_PID is the PID of the process that execs the milter, as systemd sets it.
+        command
+            .args(["-c", "export LISTEN_PID=$$; exec \"$0\" \"$@\"", BIN, "-c"])
+            .arg(&conf)
+            .env("LISTEN_FDS", sockets.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap());
+        let targets = fds.clone();
+        // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                for (i, fd) in targets.iter().enumerate() {
+                    dup2(*fd, 3 + i as RawFd)?;
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        for fd in fds {
+            let _ = nix::unistd::close(fd);
+        }
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, needle: &str) -> bool {
+        wait_until(WAIT, || self.log().contains(needle))
+    }
+
+    /// SIGTERM, then the exit status's success.
+    fn stop(mut self) -> bool {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap().success()
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Negotiates on a connection that is already open; the milter's answer proves that it
+/// serves the connection.
+fn negotiate(stream: TcpStream) -> bool {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut mta = RawMta { stream, opts: 0 };
+    let mut optneg = 6u32.to_be_bytes().to_vec();
+    optneg.extend_from_slice(&0x1ffu32.to_be_bytes());
+    optneg.extend_from_slice(&0x1f_ffffu32.to_be_bytes());
+    mta.send(b'O', &optneg);
+    matches!(mta.receive(), Ok((b'O', _)))
+}
+
+#[test]
+fn the_socket_named_milter_is_served_and_outlives_the_milter() {
+    let dir = tempfile::tempdir().unwrap();
+    let milter_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = milter_socket.local_addr().unwrap();
+    let config = format!("socket = \"inet:{addr}\"\n");
+    // The milter's socket second: it is found by its name, not its position.
+    let sockets = [("policy", &other), ("milter", &milter_socket)];
+
+    let first = Activated::start(dir.path(), "first", &config, &sockets);
+    assert!(
+        first.wait_for_log(&format!("event=listen socket=inet:{addr} from=systemd")),
+        "{}",
+        first.log()
+    );
+    assert!(negotiate(TcpStream::connect(addr).unwrap()));
+    assert!(
+        first.log().contains("name=\"policy\" served=no"),
+        "{}",
+        first.log()
+    );
+    let log = first.log();
+    assert!(first.stop());
+    assert!(log.contains("event=start"), "{log}");
+
+    // Between two instances: the socket still listens (a milter that shut it would
+    // make this connect fail), and the connection waits in its queue...
+    let waiting = TcpStream::connect(addr).expect("the socket from systemd was shut at stop");
+    // ... until the next instance serves it.
+    let second = Activated::start(dir.path(), "second", &config, &sockets);
+    assert!(negotiate(waiting), "{}", second.log());
+    assert!(second.stop());
+    assert!(
+        fs::read_to_string(dir.path().join("first.log"))
+            .unwrap()
+            .contains("event=shutdown new_connections=queued"),
+    );
+}
+
+#[test]
+fn a_socket_from_systemd_that_milter_conf_does_not_name_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stale_addr = stale.local_addr().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = format!("socket = \"inet:{addr}\"\n");
+
+    let milter = Activated::start(dir.path(), "moved", &config, &[("milter", &stale)]);
+    assert!(
+        milter.wait_for_log(&format!("event=listen socket=inet:{addr} from=milter.conf")),
+        "{}",
+        milter.log()
+    );
+    let log = milter.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("served=no"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warning.starts_with("warning: "), "{warning}");
+    assert!(
+        warning.contains(&format!("systemd_socket=inet:{stale_addr} socket=inet:{addr}")),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("systemctl edit bogus-helo-milter.socket")
+            && warning.contains(&format!("ListenStream={addr}")),
+        "{warning}"
+    );
+    // milter.conf's socket is served; the other one is not.
+    assert!(negotiate(TcpStream::connect(addr).unwrap()));
+    let mut unserved = TcpStream::connect(stale_addr).unwrap();
+    unserved
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut mta = RawMta {
+        stream: unserved.try_clone().unwrap(),
+        opts: 0,
+    };
+    mta.send(b'O', &[0; 12]);
+    let mut byte = [0; 1];
+    assert!(unserved.read(&mut byte).is_err(), "the stale socket answered");
+    assert!(milter.stop());
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn reload_command_checks_quietly_then_signals() {
+    let milter = Milter::start("action = \"reject\"\n");
+    let conf = milter.config_path();
+    let conf = conf.to_str().unwrap();
+    let pid = milter.pid().to_string();
+
+    let out = run(&["-c", conf, "reload", &pid]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    assert!(milter.wait_for_log("event=reload result=ok", WAIT));
+
+    milter.write_config("action = \"bounce\"\n");
+    let out = run(&["-c", conf, "reload", &pid]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("action") && stderr.contains("bounce"), "{stderr}");
+    // The milter was not signalled: it logged no failed reload.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!milter.log().contains("result=failed"), "{}", milter.log());
+    assert_eq!(milter.log().matches("event=reload").count(), 1);
+
+    // PID 0 or 1 (no $MAINPID, say) would signal a process group or init.
+    for pid in ["0", "1", "-1"] {
+        assert_eq!(run(&["-c", conf, "reload", pid]).status.code(), Some(2));
+    }
+}
+
+#[test]
+fn quiet_check_prints_only_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.conf");
+    fs::write(&good, "action = \"log\"\n").unwrap();
+    let out = run(&["-c", good.to_str().unwrap(), "-t", "--quiet"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    // Without --quiet the effective configuration is printed, as before.
+    let out = run(&["-c", good.to_str().unwrap(), "-t"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("action = \"log\""));
+
+    let bad = dir.path().join("bad.conf");
+    fs::write(&bad, "action = \"bounce\"\n").unwrap();
+    let out = run(&["-c", bad.to_str().unwrap(), "-t", "-q"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(!out.stderr.is_empty());
+}
