@@ -133,6 +133,9 @@ impl Inherited {
     pub fn into_listener(self) -> io::Result<Listener> {
         let listener = match self.address() {
             Address::Socket(Socket::Inet(_)) => {
+                // As for a socket the milter binds: connections accepted from it inherit
+                // the option (see `Socket::bind`).
+                SockRef::from(&self.fd).set_tcp_nodelay(true)?;
                 let std = std::net::TcpListener::from(self.fd);
                 std.set_nonblocking(true)?;
                 EitherListener::Tcp(tokio::net::TcpListener::from_std(std)?)
@@ -174,7 +177,8 @@ pub fn milter_socket(inherited: Vec<Inherited>, socket: &Socket) -> Option<Inher
                     "milter.conf's socket is bound instead, without systemd holding it across restarts; \
                      to make the socket unit match: systemctl edit bogus-helo-milter.socket, \
                      under [Socket] the lines ListenStream= and ListenStream={listen}, \
-                     then systemctl restart bogus-helo-milter.socket bogus-helo-milter.service"
+                     then systemctl stop bogus-helo-milter.service bogus-helo-milter.socket \
+                     and systemctl start bogus-helo-milter.socket bogus-helo-milter.service"
                 )
             );
         } else {

@@ -148,11 +148,9 @@ fn the_socket_named_milter_is_served_and_outlives_the_milter() {
     let second = Activated::start(dir.path(), "second", &config, &sockets);
     assert!(negotiate(waiting), "{}", second.log());
     assert!(second.stop());
-    assert!(
-        fs::read_to_string(dir.path().join("first.log"))
-            .unwrap()
-            .contains("event=shutdown new_connections=queued"),
-    );
+    assert!(fs::read_to_string(dir.path().join("first.log"))
+        .unwrap()
+        .contains("event=shutdown new_connections=queued"),);
 }
 
 #[test]
@@ -176,7 +174,9 @@ fn a_socket_from_systemd_that_milter_conf_does_not_name_is_not_served() {
         .unwrap_or_else(|| panic!("no warning:\n{log}"));
     assert!(warning.starts_with("warning: "), "{warning}");
     assert!(
-        warning.contains(&format!("systemd_socket=inet:{stale_addr} socket=inet:{addr}")),
+        warning.contains(&format!(
+            "systemd_socket=inet:{stale_addr} socket=inet:{addr}"
+        )),
         "{warning}"
     );
     assert!(
@@ -196,7 +196,10 @@ fn a_socket_from_systemd_that_milter_conf_does_not_name_is_not_served() {
     };
     mta.send(b'O', &[0; 12]);
     let mut byte = [0; 1];
-    assert!(unserved.read(&mut byte).is_err(), "the stale socket answered");
+    assert!(
+        unserved.read(&mut byte).is_err(),
+        "the stale socket answered"
+    );
     assert!(milter.stop());
 }
 
@@ -224,7 +227,10 @@ fn reload_command_checks_quietly_then_signals() {
     let out = run(&["-c", conf, "reload", &pid]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("action") && stderr.contains("bounce"), "{stderr}");
+    assert!(
+        stderr.contains("action") && stderr.contains("bounce"),
+        "{stderr}"
+    );
     // The milter was not signalled: it logged no failed reload.
     std::thread::sleep(Duration::from_millis(300));
     assert!(!milter.log().contains("result=failed"), "{}", milter.log());
