@@ -1,11 +1,14 @@
 //! bogus-helo-milter: refuses mail, per recipient, from clients that greet with a bogus HELO.
 //!
 //! The decision lives in `verdict` (pure), the policy it consults in `policy`, built from
-//! `config`; `milter` holds the callbacks and this file the process around them: signals,
-//! reloads and the statistics line.
+//! `config`. Two front ends gather facts and apply verdicts: `milter` (the milter
+//! callbacks) and `delegation` (the Postfix policy service); what they share is in
+//! `shared`, and this file is the process around them: signals, reloads and the
+//! statistics line.
 
 pub mod address_set;
 pub mod config;
+pub mod delegation;
 pub mod domain;
 pub mod explain;
 pub mod helo;
@@ -15,15 +18,17 @@ pub mod logging;
 mod milter;
 pub mod policy;
 pub mod recipient;
+pub mod shared;
 pub mod socket;
 pub mod stats;
 pub mod systemd;
 pub mod verdict;
 pub mod whitelist;
 
+use crate::logging::quote;
 use crate::{
     config::Config,
-    milter::Shared,
+    shared::Shared,
     socket::{Listener, Origin, StoppableListener},
 };
 use log::{error, info, warn};
@@ -36,14 +41,20 @@ use tokio::{
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Serves milter connections until `shutdown` completes, then accepts no new connections
-/// (refuses them if the milter bound the socket itself, `origin`) and lets the sessions
-/// in progress finish (for up to `SHUTDOWN_GRACE`). SIGHUP rereads
+/// The sockets of the two front ends; at least one is there (`Config` checks it). The
+/// milter's may come from systemd (`Origin`); the policy service's is always bound.
+pub struct Listeners {
+    pub milter: Option<(Listener, Origin)>,
+    pub policy: Option<Listener>,
+}
+
+/// Serves milter and policy service connections until `shutdown` completes, then accepts
+/// no new connections (refuses them on a socket the process bound itself) and lets the
+/// sessions in progress finish (for up to `SHUTDOWN_GRACE`). SIGHUP rereads
 /// `config_path` (`None`: the default file); SIGUSR1 and every `stats_interval` log the
-/// counters.
+/// counters, which both front ends share.
 pub async fn run(
-    listener: Listener,
-    origin: Origin,
+    listeners: Listeners,
     config: Config,
     config_path: Option<PathBuf>,
     shutdown: impl Future,
@@ -83,24 +94,69 @@ pub async fn run(
         connection_timeout: config.idle_timeout,
         ..Default::default()
     };
-    let (listener, stop_handle) = StoppableListener::new(listener, origin);
+    let (stop_policy, policy_stopped) = tokio::sync::watch::channel(false);
+    let host_name = delegation::host_name();
+    let policy_service = listeners.policy.map(|listener| {
+        let limits = delegation::Limits {
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+        };
+        tokio::spawn(delegation::serve(
+            listener,
+            shared.clone(),
+            limits,
+            host_name.clone(),
+            policy_stopped,
+        ))
+    });
+    let origin = listeners
+        .milter
+        .as_ref()
+        .map_or(Origin::Bound, |(_, origin)| *origin);
+    let (milter, stop_milter) = match listeners.milter {
+        Some((listener, origin)) => {
+            let (listener, handle) = StoppableListener::new(listener, origin);
+            (Some(listener), Some(handle))
+        }
+        None => (None, None),
+    };
     let drain = {
         let shared = shared.clone();
         async move {
             shutdown.await;
-            stop_handle.stop();
+            if let Some(handle) = stop_milter {
+                handle.stop();
+            }
+            let _ = stop_policy.send(true);
             drain_sessions(&shared, origin).await;
         }
     };
+    let off = || "off".to_string();
     info!(
-        "event=start version={VERSION} socket={} config={:?} own_interface_addresses={}",
-        config.socket,
+        "event=start version={VERSION} socket={} policy_socket={} config={:?} own_interface_addresses={}{}",
+        config.socket.as_ref().map_or_else(off, ToString::to_string),
+        config.policy_socket.as_ref().map_or_else(off, ToString::to_string),
         config.origin(),
-        interfaces.len()
+        interfaces.len(),
+        match (&config.policy_socket, &host_name) {
+            (None, _) => String::new(),
+            (Some(_), name) => format!(" policy_host_name={}", quote(name.as_deref().unwrap_or(""))),
+        }
     );
-    let callbacks = milter::callbacks(shared.clone());
-    let result = indymilter::run(listener, callbacks, milter_config, drain).await;
+    let result = match milter {
+        Some(listener) => {
+            let callbacks = milter::callbacks(shared.clone());
+            indymilter::run(listener, callbacks, milter_config, drain).await
+        }
+        None => {
+            drain.await;
+            Ok(())
+        }
+    };
     signals.abort();
+    if let Some(task) = policy_service {
+        task.abort();
+    }
     match &result {
         Ok(()) => info!("event=stop {}", shared.stats),
         Err(e) => error!("event=stop error={:?}", e.to_string()),

@@ -3,7 +3,7 @@ use bogus_helo_milter::{
     explain::{explain, Question},
     interfaces, logging,
     socket::{Bound, Origin},
-    systemd,
+    systemd, Listeners,
 };
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
@@ -84,11 +84,14 @@ fn main() -> ExitCode {
     }
 
     // Before anything opens a descriptor or starts a thread (they change the environment).
-    let from_systemd = systemd::take_listen_fds();
+    let mut from_systemd = systemd::take_listen_fds();
     let notifier = systemd::Notifier::from_env();
 
     logging::init(config.log_level);
-    raise_open_files_limit(config.max_connections);
+    // Each front end has max_connections of its own.
+    let front_ends =
+        usize::from(config.socket.is_some()) + usize::from(config.policy_socket.is_some());
+    raise_open_files_limit(config.max_connections * front_ends);
     if config.file.is_none() {
         log::info!("event=config file={DEFAULT_PATH:?} status=absent using=built-in-defaults");
     }
@@ -123,40 +126,79 @@ fn main() -> ExitCode {
             log::error!("event=start error=\"cannot install signal handlers\"");
             return ExitCode::FAILURE;
         };
-        let (bound, origin) = match systemd::milter_socket(from_systemd, &config.socket) {
-            Some(fd) => {
-                // No socket file of ours: one from systemd is systemd's to remove.
-                let bound = fd.into_listener().map(|listener| Bound {
-                    listener,
-                    unix_file: None,
-                });
-                (bound.map_err(|e| e.to_string()), Origin::Systemd)
+        // The milter's socket, from systemd or bound here, when there is one.
+        let milter = match &config.socket {
+            Some(socket) => {
+                let (bound, origin) =
+                    match systemd::milter_socket(std::mem::take(&mut from_systemd), socket) {
+                        Some(fd) => {
+                            // No socket file of ours: one from systemd is systemd's to remove.
+                            let bound = fd.into_listener().map(|listener| Bound {
+                                listener,
+                                unix_file: None,
+                            });
+                            (bound.map_err(|e| e.to_string()), Origin::Systemd)
+                        }
+                        None => {
+                            let bound = socket.bind(config.unix_permissions);
+                            (bound.map_err(|e| e.to_string()), Origin::Bound)
+                        }
+                    };
+                match bound {
+                    Ok(bound) => Some((bound, origin)),
+                    Err(e) => {
+                        log::error!("event=start result=failed socket={socket} error={e:?}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
-            None => {
-                let bound = config.socket.bind(config.unix_permissions);
-                (bound.map_err(|e| e.to_string()), Origin::Bound)
-            }
+            None => None,
         };
-        let bound = match bound {
-            Ok(bound) => bound,
-            Err(e) => {
-                log::error!(
-                    "event=start result=failed socket={} error={:?}",
-                    config.socket,
-                    e
+        // The policy service's socket is always bound here: the socket unit passes only
+        // the milter's (`FileDescriptorName=milter`).
+        for fd in from_systemd {
+            log::warn!(
+                "event=start systemd_socket={} name={:?} served=no reason=\"socket = \\\"\\\" in milter.conf: no milter\"",
+                fd.address(),
+                fd.name
+            );
+        }
+        let policy = match &config.policy_socket {
+            Some(socket) => match socket.bind(config.unix_permissions) {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    log::error!(
+                        "event=start result=failed policy_socket={socket} error={:?}",
+                        e.to_string()
+                    );
+                    if let Some(file) = milter.and_then(|(bound, _)| bound.unix_file) {
+                        file.remove();
+                    }
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        for (key, socket, origin) in [
+            ("socket", &config.socket, milter.as_ref().map(|(_, origin)| *origin)),
+            ("policy_socket", &config.policy_socket, Some(Origin::Bound)),
+        ] {
+            if let Some(socket) = socket {
+                log::info!(
+                    "event=listen {key}={socket} from={}",
+                    match origin {
+                        Some(Origin::Systemd) => "systemd",
+                        _ => "milter.conf",
+                    }
                 );
-                return ExitCode::FAILURE;
             }
-        };
-        log::info!(
-            "event=listen socket={} from={}",
-            config.socket,
-            match origin {
-                Origin::Bound => "milter.conf",
-                Origin::Systemd => "systemd",
-            }
-        );
-        notifier.ready(&format!("serving {}", config.socket));
+        }
+        let serving: Vec<String> = [&config.socket, &config.policy_socket]
+            .into_iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        notifier.ready(&format!("serving {}", serving.join(" and ")));
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -164,9 +206,19 @@ fn main() -> ExitCode {
             }
             notifier.stopping();
         };
-        let result =
-            bogus_helo_milter::run(bound.listener, origin, config, cli.config, shutdown).await;
-        if let Some(file) = bound.unix_file {
+        let mut files = Vec::new();
+        let listeners = Listeners {
+            milter: milter.map(|(bound, origin)| {
+                files.extend(bound.unix_file);
+                (bound.listener, origin)
+            }),
+            policy: policy.map(|bound| {
+                files.extend(bound.unix_file);
+                bound.listener
+            }),
+        };
+        let result = bogus_helo_milter::run(listeners, config, cli.config, shutdown).await;
+        for file in files {
             file.remove();
         }
         match result {

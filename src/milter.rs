@@ -1,5 +1,5 @@
 //! The milter callbacks: they gather the facts of each SMTP session, ask `decide` at RCPT,
-//! and turn its verdict into the milter reply and a log line.
+//! and turn its verdict into the milter reply and a log line (`via=milter`).
 
 use crate::{
     domain,
@@ -7,7 +7,8 @@ use crate::{
     logging::quote,
     policy::Policy,
     recipient::Recipient,
-    stats::{FrontEnd, Stats},
+    shared::{LiveSession, Shared},
+    stats::FrontEnd,
     verdict::{decide, Connection, Reply, TagHeader, Verdict},
 };
 use indymilter::{
@@ -17,46 +18,8 @@ use indymilter::{
 use log::{debug, error, info};
 use std::{
     ffi::{CStr, CString},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, RwLock,
-    },
+    sync::Arc,
 };
-
-/// What all sessions share: the policy in force (replaced on reload) and the counters.
-#[derive(Debug)]
-pub struct Shared {
-    policy: RwLock<Arc<Policy>>,
-    pub stats: Stats,
-    sessions: AtomicUsize,
-}
-
-impl Shared {
-    pub fn new(policy: Policy) -> Self {
-        Self {
-            policy: RwLock::new(Arc::new(policy)),
-            stats: Stats::default(),
-            sessions: AtomicUsize::new(0),
-        }
-    }
-
-    /// Milter connections negotiated and not yet closed.
-    pub fn sessions(&self) -> usize {
-        self.sessions.load(Ordering::Relaxed)
-    }
-
-    pub fn policy(&self) -> Arc<Policy> {
-        // A poisoned lock still holds a complete policy: the writer only swaps an Arc.
-        self.policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn set_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
-    }
-}
 
 /// One SMTP session, as seen through one milter connection.
 pub(crate) struct Session {
@@ -77,22 +40,6 @@ fn go_on(data: &Option<Session>, stage: ProtoOpts) -> Status {
     match data {
         Some(session) if session.no_reply.contains(stage) => Status::Noreply,
         _ => Status::Continue,
-    }
-}
-
-/// Counts a session in `Shared::sessions` for as long as it lives.
-struct LiveSession(Arc<Shared>);
-
-impl LiveSession {
-    fn new(shared: Arc<Shared>) -> Self {
-        shared.sessions.fetch_add(1, Ordering::Relaxed);
-        Self(shared)
-    }
-}
-
-impl Drop for LiveSession {
-    fn drop(&mut self) {
-        self.0.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -223,7 +170,11 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
     let (action, status) = match verdict {
         Verdict::Pass => return Status::Continue,
         Verdict::Exempt(_, exemption) => {
-            debug!("action=accept exempt={} {}", exemption.name(), describe());
+            debug!(
+                "action=accept exempt={} {} via=milter",
+                exemption.name(),
+                describe()
+            );
             return Status::Continue;
         }
         Verdict::Tag(rule) => {
@@ -247,14 +198,14 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
     };
     if status == Status::Continue {
         info!(
-            "action={action} {} would_reply={}",
+            "action={action} {} would_reply={} via=milter",
             describe(),
             quote(&reply.to_string())
         );
         return status;
     }
     info!(
-        "action={action} {} reply={}",
+        "action={action} {} reply={} via=milter",
         describe(),
         quote(&reply.to_string())
     );
@@ -267,7 +218,11 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
         Ok(()) => status,
         Err(e) => {
             // Cannot happen with a checked reply_url; never refuse without our text.
-            error!("action=accept {} error={:?}", describe(), e.to_string());
+            error!(
+                "action=accept {} error={:?} via=milter",
+                describe(),
+                e.to_string()
+            );
             Status::Continue
         }
     }

@@ -146,6 +146,12 @@ impl indymilter::Listener for StoppableListener {
 /// message. TCP_QUICKACK is not sticky, so it is set again after every read.
 pub struct QuickAckStream(TcpStream);
 
+impl QuickAckStream {
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+}
+
 impl AsyncRead for QuickAckStream {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -589,3 +589,63 @@ rcpt-domain = "tag"
         assert!(r.stderr.contains(message), "{config}: {}", r.stderr);
     }
 }
+
+#[test]
+fn policy_socket_and_milter_socket_are_checked() {
+    let r = run("policy_socket = \"inet:127.0.0.1:8896\"", &["-t"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "socket = \"inet:127.0.0.1:8895\"\npolicy_socket = \"inet:127.0.0.1:8896\"\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    // Only the policy service: the milter's socket off.
+    let r = run(
+        "socket = \"\"\npolicy_socket = \"unix:/run/bogus-helo-milter/policy.sock\"",
+        &["-t"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "socket = \"\"\npolicy_socket = \"unix:/run/bogus-helo-milter/policy.sock\"\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    for (config, expected) in [
+        (
+            "socket = \"\"",
+            "FILE: socket = \"\": the milter's socket and policy_socket are both off",
+        ),
+        (
+            "policy_socket = \"8896\"",
+            "FILE: policy_socket = \"8896\": expected inet:HOST:PORT",
+        ),
+        (
+            "policy_socket = \"inet:8896@127.0.0.1\"\nsocket = \"inet:127.0.0.1:8896\"",
+            "FILE: policy_socket = \"inet:8896@127.0.0.1\": the same address as socket",
+        ),
+    ] {
+        let r = run(config, &["-t"], &[]);
+        assert_eq!(r.code, 2, "{config}");
+        assert!(r.stderr.contains(expected), "{config}: {}", r.stderr);
+    }
+    let r = run(
+        "",
+        &["-t"],
+        &[
+            ("BOGUS_HELO_MILTER_SOCKET", ""),
+            ("BOGUS_HELO_MILTER_POLICY_SOCKET", "inet:[::1]:8896"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("socket = \"\"\npolicy_socket = \"inet:[::1]:8896\"\n"),
+        "{}",
+        r.stdout
+    );
+}

@@ -7,7 +7,7 @@ use crate::{
     address_set::AddressSet,
     domain, ip_text,
     policy::{Action, Actions, DomainActions, Policy, RuleKind},
-    socket::UnixPermissions,
+    socket::{Socket, UnixPermissions},
     whitelist::{Entry, Whitelist},
 };
 use ipnet::IpNet;
@@ -33,10 +33,33 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         )
     };
 
-    let socket = s
-        .socket
-        .parse()
-        .map_err(|problem: String| invalid("socket", &s.socket, &problem))?;
+    // "" turns a front end off; at least one must be on, and not both on one address.
+    let listen = |key: &str, value: &str| match value.trim() {
+        "" => Ok(None),
+        spec => spec
+            .parse()
+            .map(Some)
+            .map_err(|problem: String| invalid(key, value, &problem)),
+    };
+    let socket: Option<Socket> = listen("socket", &s.socket)?;
+    let policy_socket = listen("policy_socket", &s.policy_socket)?;
+    match (&socket, &policy_socket) {
+        (None, None) => {
+            return Err(invalid(
+                "socket",
+                &s.socket,
+                "the milter's socket and policy_socket are both off (\"\"): nothing would listen; set at least one",
+            ))
+        }
+        (Some(milter), Some(policy)) if milter == policy => {
+            return Err(invalid(
+                "policy_socket",
+                &s.policy_socket,
+                "the same address as socket (the milter's): each needs its own",
+            ))
+        }
+        _ => {}
+    }
 
     let mode = u32::from_str_radix(s.socket_mode.trim(), 8)
         .ok()
@@ -238,6 +261,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         file: None,
         env: Vec::new(),
         socket,
+        policy_socket,
         unix_permissions: UnixPermissions { mode, group: gid },
         socket_group,
         policy: Policy {

@@ -28,7 +28,10 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The `BOGUS_HELO_MILTER_*` variables that overrode it.
     pub env: Vec<String>,
-    pub socket: Socket,
+    /// The milter's socket; `None` when `socket = ""` (only the policy service runs).
+    pub socket: Option<Socket>,
+    /// The Postfix policy service's socket; `None` (the default) when it is off.
+    pub policy_socket: Option<Socket>,
     /// For a unix socket: its mode and group, as configured (the group by name).
     pub unix_permissions: UnixPermissions,
     pub socket_group: Option<String>,
@@ -175,6 +178,7 @@ impl Config {
     pub fn restart_keys(&self, new: &Self) -> Vec<&'static str> {
         [
             ("socket", self.socket != new.socket),
+            ("policy_socket", self.policy_socket != new.policy_socket),
             (
                 "socket_mode",
                 self.unix_permissions.mode != new.unix_permissions.mode,
@@ -195,6 +199,7 @@ impl Config {
     pub fn keep_restart_settings(&self, new: Self) -> Self {
         Self {
             socket: self.socket.clone(),
+            policy_socket: self.policy_socket.clone(),
             unix_permissions: self.unix_permissions,
             socket_group: self.socket_group.clone(),
             max_connections: self.max_connections,

@@ -24,7 +24,15 @@ pub fn to_toml(config: &Config) -> String {
     for name in &config.env {
         let _ = writeln!(out, "# with {name} from the environment");
     }
-    let _ = writeln!(out, "socket = \"{}\"", config.socket);
+    let listen = |socket: &Option<crate::socket::Socket>| {
+        socket.as_ref().map_or(String::new(), |s| s.to_string())
+    };
+    let _ = writeln!(out, "socket = {}", toml_string(&listen(&config.socket)));
+    let _ = writeln!(
+        out,
+        "policy_socket = {}",
+        toml_string(&listen(&config.policy_socket))
+    );
     let mode = config.unix_permissions.mode;
     let _ = writeln!(out, "socket_mode = \"{mode:04o}\"");
     let group = toml_string(config.socket_group.as_deref().unwrap_or(""));
@@ -150,6 +158,8 @@ mod tests {
              recipient_delimiter = \"+-\"
              stats_interval = \"90min\"
              idle_timeout = \"2s\"
+             socket = \"\"
+             policy_socket = \"inet:[::1]:8896\"
              [domains.\"Example.com\"]
              action = \"LOG\"
              [domains.\".example.net\"]

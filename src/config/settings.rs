@@ -13,6 +13,7 @@ pub const ENV_PREFIX: &str = "BOGUS_HELO_MILTER_";
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub socket: String,
+    pub policy_socket: String,
     pub socket_mode: String,
     pub socket_group: String,
     pub action: String,
@@ -45,6 +46,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             socket: "inet:127.0.0.1:8895".into(),
+            policy_socket: String::new(),
             socket_mode: "0660".into(),
             socket_group: String::new(),
             action: "reject".into(),
