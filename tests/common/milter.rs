@@ -29,6 +29,8 @@ pub fn bin() -> PathBuf {
 pub struct Milter {
     child: Child,
     endpoint: Endpoint,
+    /// The socket lines that each config written gets before the test's own.
+    head: String,
     dir: TempDir,
 }
 
@@ -80,12 +82,14 @@ impl Milter {
         // then try another.
         for _ in 0..5 {
             let endpoint = Endpoint::Inet(SocketAddr::from(([127, 0, 0, 1], free_port())));
-            let milter = Self::spawn(bin, dir.path(), &endpoint, config, env);
+            let head = format!("socket = \"{}\"\n", endpoint.spec());
+            let milter = Self::spawn(bin, dir.path(), &endpoint, &head, config, env);
             match milter {
                 Some(child) => {
                     return Self {
                         child,
                         endpoint,
+                        head,
                         dir,
                     }
                 }
@@ -119,7 +123,8 @@ impl Milter {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
         let path = dir.path().join("milter.sock");
         let endpoint = Endpoint::Unix(path.clone());
-        let Some(child) = Self::spawn(bin, dir.path(), &endpoint, config, &[]) else {
+        let head = format!("socket = \"{}\"\n", endpoint.spec());
+        let Some(child) = Self::spawn(bin, dir.path(), &endpoint, &head, config, &[]) else {
             panic!(
                 "milter did not start on {}; log:\n{}",
                 path.display(),
@@ -132,23 +137,61 @@ impl Milter {
         Self {
             child,
             endpoint,
+            head,
             dir,
         }
+    }
+
+    /// Starts the binary with its policy service on a free loopback port (`addr`), and
+    /// the milter's socket off, or with `milter` also on a free port
+    /// (`milter_addr`). `config` is TOML without `socket` and `policy_socket`.
+    pub fn start_policy(config: &str, milter: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..5 {
+            let endpoint = Endpoint::Inet(SocketAddr::from(([127, 0, 0, 1], free_port())));
+            let socket = match milter {
+                true => format!("inet:127.0.0.1:{}", free_port()),
+                false => String::new(),
+            };
+            let head = format!(
+                "socket = \"{socket}\"\npolicy_socket = \"{}\"\n",
+                endpoint.spec()
+            );
+            if let Some(child) = Self::spawn(&bin(), dir.path(), &endpoint, &head, config, &[]) {
+                let milter = Self {
+                    child,
+                    endpoint,
+                    head,
+                    dir,
+                };
+                // The milter's socket is bound before the policy one: when the policy
+                // socket accepts, both are up.
+                return milter;
+            }
+        }
+        panic!(
+            "policy service did not start; log:\n{}",
+            fs::read_to_string(dir.path().join("milter.log")).unwrap_or_default()
+        );
+    }
+
+    /// For [`Milter::start_policy`] with the milter on: the milter's address.
+    pub fn milter_addr(&self) -> Option<SocketAddr> {
+        let line = self.head.lines().next()?;
+        let spec = line.strip_prefix("socket = \"inet:")?.strip_suffix('"')?;
+        spec.parse().ok()
     }
 
     fn spawn(
         bin: &Path,
         dir: &Path,
         endpoint: &Endpoint,
+        head: &str,
         config: &str,
         env: &[(&str, &str)],
     ) -> Option<Child> {
         let config_path = dir.join("milter.conf");
-        fs::write(
-            &config_path,
-            format!("socket = \"{}\"\n{config}", endpoint.spec()),
-        )
-        .expect("write config");
+        fs::write(&config_path, format!("{head}{config}")).expect("write config");
         let log = fs::File::create(dir.join("milter.log")).expect("log file");
         let mut command = Command::new(bin);
         command
@@ -200,11 +243,7 @@ impl Milter {
 
     /// Replaces the config file (the socket line is kept); takes effect on `reload`.
     pub fn write_config(&self, config: &str) {
-        fs::write(
-            self.config_path(),
-            format!("socket = \"{}\"\n{config}", self.endpoint.spec()),
-        )
-        .expect("write config");
+        fs::write(self.config_path(), format!("{}{config}", self.head)).expect("write config");
     }
 
     /// Sends SIGHUP and waits for the milter to log the outcome; returns that log line.
