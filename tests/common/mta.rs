@@ -49,6 +49,15 @@ pub const SENDMAIL_MC: &str = "\
 INPUT_MAIL_FILTER(`bogus-helo', `S=inet:8895@127.0.0.1, F=T, T=C:30s;S:30s;R:30s;E:1m')
 ";
 
+/// The policy service's address in the documented snippet.
+pub const DOC_POLICY_PORT: u16 = 8896;
+
+/// The Postfix `main.cf` line of the README's "milter or policy service", used as it
+/// stands with only the policy service's port replaced, in a Postfix without a milter.
+pub const POSTFIX_POLICY_MAIN_CF: &str = "\
+smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:8896
+";
+
 /// How long an MTA may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -86,6 +95,14 @@ pub fn postfix_snippet(milter: SocketAddr) -> String {
     POSTFIX_MAIN_CF.replace(
         &format!("inet:127.0.0.1:{DOC_MILTER_PORT}"),
         &format!("inet:{}:{}", milter.ip(), milter.port()),
+    )
+}
+
+/// The Postfix snippet for a policy service at `policy` (127.0.0.1:port).
+pub fn postfix_policy_snippet(policy: SocketAddr) -> String {
+    POSTFIX_POLICY_MAIN_CF.replace(
+        &format!("inet:127.0.0.1:{DOC_POLICY_PORT}"),
+        &format!("inet:{}:{}", policy.ip(), policy.port()),
     )
 }
 
@@ -214,6 +231,20 @@ impl Mta {
         for _ in 0..3 {
             let port = free_port_pair();
             match Self::start_postfix(port, inet, &snippet, extra_main_cf) {
+                Ok(mta) => return mta,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("postfix did not start: {last_error}");
+    }
+
+    /// Starts a private Postfix without a milter whose smtpd asks the policy service at
+    /// `policy` (127.0.0.1:port) at RCPT, with the README's `main.cf` line.
+    pub fn start_postfix_policy(policy: SocketAddr) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port_pair();
+            match Self::start_postfix(port, None, &postfix_policy_snippet(policy), "") {
                 Ok(mta) => return mta,
                 Err(e) => last_error = e,
             }

@@ -48,6 +48,32 @@ impl Bed {
         }
     }
 
+    /// Starts the binary with only its policy service on (the milter's socket off) and
+    /// `config` (after [`CONFIG_HEAD`]), and a Postfix without a milter in front that asks
+    /// it at RCPT (`check_policy_service`).
+    pub fn start_policy(config: &str) -> Self {
+        let service = Milter::start_policy(&format!("{CONFIG_HEAD}{config}"), false);
+        let mta = Mta::start_postfix_policy(service.addr());
+        Self {
+            mta,
+            milter: Some(service),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Expects exactly the reply line `expected` (code and last line, as Postfix words
+    /// it) for `rcpt`.
+    pub fn expect_rcpt_line(&mut self, outcome: &Outcome, rcpt: &str, expected: &str) {
+        let seen = outcome.rcpt(rcpt).map(|r| r.line());
+        if seen.as_deref() != Some(expected) {
+            self.problem(format!(
+                "RCPT TO:<{rcpt}> after {:?}: expected {expected:?}, got {seen:?}\n{}",
+                helo_command(outcome),
+                outcome.transcript()
+            ));
+        }
+    }
+
     /// The milter (panics after `stop_milter`).
     pub fn milter(&self) -> &Milter {
         self.milter.as_ref().expect("the milter was stopped")

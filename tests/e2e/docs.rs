@@ -3,7 +3,10 @@
 //! keep the two identical.
 
 use crate::common::{
-    mta::{postfix_snippet, sendmail_snippet, POSTFIX_MAIN_CF, SENDMAIL_MC},
+    mta::{
+        postfix_policy_snippet, postfix_snippet, sendmail_snippet, POSTFIX_MAIN_CF,
+        POSTFIX_POLICY_MAIN_CF, SENDMAIL_MC,
+    },
     smtp::Reply,
 };
 use std::{fs, net::SocketAddr, path::Path};
@@ -24,6 +27,7 @@ fn check(file: &str, doc: &str) {
     for (title, snippet) in [
         ("Attaching to Postfix", POSTFIX_MAIN_CF),
         ("Attaching to Sendmail", SENDMAIL_MC),
+        ("milter or policy service", POSTFIX_POLICY_MAIN_CF),
     ] {
         let text = section(doc, title).unwrap_or_else(|| panic!("{file}: no section {title:?}"));
         assert!(
@@ -37,6 +41,12 @@ fn check(file: &str, doc: &str) {
 fn readme_has_the_tested_snippets() {
     let readme = read("README.md").expect("README.md");
     check("README.md", &readme);
+    // What `Milter::start_policy` writes before each test's config, with its port.
+    let policy_only = "socket = \"\"\npolicy_socket = \"inet:127.0.0.1:8896\"\n";
+    assert!(
+        section(&readme, "milter or policy service").is_some_and(|s| s.contains(policy_only)),
+        "README.md must show the policy-only milter.conf lines the tests use:\n{policy_only}"
+    );
 }
 
 #[test]
@@ -55,6 +65,11 @@ fn snippets_get_the_test_milter_address() {
     let postfix = postfix_snippet(addr);
     assert!(postfix.contains("smtpd_milters = inet:127.0.0.1:31234\n"));
     assert!(!postfix.contains("8895"));
+    let policy = postfix_policy_snippet(addr);
+    assert_eq!(
+        policy,
+        "smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:31234\n"
+    );
     let sendmail = sendmail_snippet(addr);
     assert!(sendmail.contains("S=inet:31234@127.0.0.1,"));
     assert!(!sendmail.contains("8895"));

@@ -1,6 +1,8 @@
 //! End-to-end tests: the built milter behind a private Postfix and a private Sendmail,
 //! driven over SMTP by a small client, checking the replies a sender sees.
 //!
+//! `policy` runs the cases again through the policy service behind Postfix.
+//!
 //! Every case runs against both MTAs (`postfix::<case>` and `sendmail::<case>`). They need
 //! postfix, m4, sendmail-cf and an unpacked sendmail-bin (`bash .ci/install-mtas`), so they
 //! are `#[ignore]`d: run them with `cargo test --test e2e -- --include-ignored`. A missing
@@ -15,6 +17,7 @@ mod docs;
 mod faults;
 mod macros_seen;
 mod percent;
+mod policy;
 
 use common::mta::Kind;
 
