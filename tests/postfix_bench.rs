@@ -34,7 +34,12 @@
 
 mod common;
 
-use common::{milter::Milter, mta::Mta};
+use common::{
+    bench::{cpu_time, proc_stat, realistic_config, ticks_to_duration},
+    milter::Milter,
+    mta::{postfix_policy_snippet, Mta},
+    null_policy::NullPolicy,
+};
 use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
     fmt::Write as _,
@@ -162,53 +167,16 @@ fn settings() -> Settings {
     }
 }
 
-/// A milter configuration of realistic size, as bench/protocol-bench writes it (without
-/// `socket`, which the harness adds).
-fn realistic_config() -> String {
-    let mut c = String::new();
-    c.push_str("action = \"reject\"\n");
-    c.push_str("reply_url = \"https://www.example.com/bogus-helo.html\"\n");
-    c.push_str("trusted_networks = []\n");
-    c.push_str("skip_authenticated = true\n");
-    c.push_str("max_connections = 2000\n");
-    c.push_str("log_level = \"info\"\n");
-    let names: Vec<String> = (1..=12)
-        .map(|i| format!("\"mx{i}.example.com\""))
-        .chain(["\"mx.example.com\"".to_string()])
-        .collect();
-    let _ = writeln!(c, "own_names = [{}]", names.join(", "));
-    let own: Vec<String> = (0..100)
-        .map(|i| format!("\"203.0.113.{i}\""))
-        .chain((0..50).map(|i| format!("\"10.{i}.0.0/16\"")))
-        .chain((0..49).map(|i| format!("\"2001:db8:{i:x}::/48\"")))
-        .chain(["\"198.18.0.0/15\"".to_string()])
-        .collect();
-    let _ = writeln!(c, "own_addresses = [{}]", own.join(", "));
-    let whitelist: Vec<String> = (1..300)
-        .map(|i| format!("\"private{i}@customer{}.example\"", i % 40))
-        .chain(["\"private@example.com\"".to_string()])
-        .collect();
-    let _ = writeln!(c, "whitelist = [{}]", whitelist.join(", "));
-    for d in ["example.com", "example.org", "shop.example"] {
-        let _ = write!(c, "\n[domains.\"{d}\"]\naction = \"reject\"\n");
-    }
-    let actions = ["reject", "tempfail", "log", "off"];
-    for i in 0..40 {
-        let _ = write!(
-            c,
-            "\n[domains.\"customer{i}.example\"]\naction = \"{}\"\n",
-            actions[i % 4]
-        );
-    }
-    c
-}
-
-/// One Postfix instance and the milter it uses, if any.
+/// One Postfix instance and the milter or policy service it uses, if any.
 struct Target {
     name: String,
-    // Dropped in this order: Postfix first, then its milter.
+    // Dropped in this order: Postfix first, then its milter or policy service.
     mta: Mta,
+    /// bogus-helo-milter: as a milter, or (`policy`) as a policy service.
     milter: Option<Milter>,
+    null_policy: Option<NullPolicy>,
+    /// What main.cf says about the milter or policy service, for the header.
+    main_cf: String,
     /// How far the Postfix log has been read.
     log_offset: usize,
 }
@@ -217,7 +185,7 @@ struct Target {
 #[derive(Clone)]
 struct Round {
     wall: Duration,
-    /// The milter's user + system CPU time during the round.
+    /// The milter's or policy service's user + system CPU time during the round.
     milter_cpu: Option<Duration>,
     /// The CPU time of all of the Postfix instance's processes during the round, delivery
     /// of the round's messages included.
@@ -234,8 +202,39 @@ impl Target {
         Self {
             name,
             mta,
+            main_cf: format!("smtpd_milters = {}", spec.as_deref().unwrap_or("(none)")),
             milter,
+            null_policy: None,
             log_offset: 0,
+        }
+    }
+
+    /// Postfix with the README's `check_policy_service` line: to bogus-helo-milter's
+    /// policy service (`service`), or else to a null policy service.
+    fn start_policy(name: &str, service: Option<Milter>) -> Self {
+        let null_policy = service.is_none().then(NullPolicy::start);
+        let addr = match (&service, &null_policy) {
+            (Some(service), _) => service.addr(),
+            (None, Some(null)) => null.addr(),
+            (None, None) => unreachable!(),
+        };
+        let mta = Mta::start_postfix_policy(addr);
+        Self {
+            name: name.to_string(),
+            mta,
+            main_cf: postfix_policy_snippet(addr).trim().to_string(),
+            milter: service,
+            null_policy,
+            log_offset: 0,
+        }
+    }
+
+    /// The CPU time of the milter or policy service so far.
+    fn service_cpu(&self) -> Option<Duration> {
+        match (&self.milter, &self.null_policy) {
+            (Some(m), _) => Some(cpu_time(m.pid())),
+            (None, Some(null)) => Some(null.cpu()),
+            (None, None) => None,
         }
     }
 
@@ -243,12 +242,12 @@ impl Target {
     /// message; panics (with the logs) when anything was refused or went wrong.
     fn round(&mut self, scenario: &Scenario, timeout: Duration) -> Round {
         let postfix_before = postfix_cpu(&self.mta);
-        let cpu_before = self.milter.as_ref().map(|m| cpu_time(m.pid()));
+        let cpu_before = self.service_cpu();
         let start = Instant::now();
         let output = run_smtp_source(scenario, self.mta.addr().port(), timeout);
         let wall = start.elapsed();
-        let milter_cpu = match (cpu_before, self.milter.as_ref()) {
-            (Some(before), Some(m)) => Some(cpu_time(m.pid()).saturating_sub(before)),
+        let milter_cpu = match (cpu_before, self.service_cpu()) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
         };
         let run = match output {
@@ -306,7 +305,9 @@ impl Target {
                     || line.contains("milter-reject")
                     || line.contains(" status=deferred ")
                     || line.contains(" status=bounced ")
-                    || (line.contains("warning:") && line.to_ascii_lowercase().contains("milter"))
+                    || (line.contains("warning:")
+                        && (line.to_ascii_lowercase().contains("milter")
+                            || line.contains("policy")))
                 {
                     self.fail(&format!("{}: {line}", scenario.label()));
                 }
@@ -416,31 +417,6 @@ fn run_smtp_source(scenario: &Scenario, port: u16, timeout: Duration) -> Result<
         stderr,
         done,
     })
-}
-
-/// From /proc/PID/stat: the parent's pid, the process's user + system CPU ticks, and
-/// those of its children that it has reaped. Ticks are USER_HZ, 100 a second on Linux.
-fn proc_stat(pid: i32) -> Option<(i32, u64, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name in parentheses: state is field 3, ppid 4,
-    // utime 14, stime 15, cutime 16, cstime 17.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3)?.parse::<i64>().ok();
-    let ticks = |n: usize| field(n).map_or(0, |t| t.max(0) as u64);
-    Some((
-        field(4)? as i32,
-        ticks(14) + ticks(15),
-        ticks(16) + ticks(17),
-    ))
-}
-
-fn ticks_to_duration(ticks: u64) -> Duration {
-    Duration::from_millis(ticks * 10)
-}
-
-/// User + system CPU time of a process so far.
-fn cpu_time(pid: Pid) -> Duration {
-    ticks_to_duration(proc_stat(pid.as_raw()).map_or(0, |(_, own, _)| own))
 }
 
 /// CPU time of a Postfix instance so far: its master process, the children it has
@@ -578,9 +554,19 @@ fn postfix_smtp_source() {
                 (false, false) => format!("tcp:{label}"),
                 (false, true) => format!("unix:{label}"),
             };
+            if !wanted(&name) {
+                continue;
+            }
             let milter = Milter::start_from(bin, &config, unix);
             targets.push(Target::start(name, Some(milter)));
         }
+    }
+    if wanted("policy") {
+        let service = Milter::start_policy(&config, false);
+        targets.push(Target::start_policy("policy", Some(service)));
+    }
+    if wanted("null-policy") {
+        targets.push(Target::start_policy("null-policy", None));
     }
     println!(
         "postfix end-to-end benchmark ({} mode): smtp-source -4 -N -M {HELO} -l {BODY_BYTES} \
@@ -593,14 +579,7 @@ fn postfix_smtp_source() {
         println!("  {label}: {}", bin.display());
     }
     for t in &targets {
-        println!(
-            "  {:<10} smtpd_milters = {}",
-            t.name,
-            t.milter
-                .as_ref()
-                .map(Milter::socket_spec)
-                .unwrap_or_else(|| "(none)".into())
-        );
+        println!("  {:<11} {}", t.name, t.main_cf);
     }
     println!("  load average at start: {load_before}");
     // Warm-up: smtpd, cleanup and the milters' first connections, untimed.
@@ -653,12 +632,12 @@ fn postfix_smtp_source() {
         table,
         "\n{:<22} {:<10} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>6}",
         "scenario",
-        "milter",
+        "target",
         "msg/s",
         "range",
         "ms/msg/ses",
         "postfix µs",
-        "milter µs",
+        "service µs",
         "CPU µs",
         "rounds"
     );
@@ -730,6 +709,7 @@ fn postfix_smtp_source() {
         }
     }
     print!("{table}");
+    print!("{}", policy_targets(&targets, &results));
     if !stall.is_empty() {
         println!(
             "\nper-message latency at one session, ms (the ~40 ms TCP stall of issue 5; \
@@ -752,6 +732,43 @@ fn postfix_smtp_source() {
             );
         }
     }
+}
+
+/// Whether the target `name` is measured: all by default, else those in `BENCH_TARGETS`
+/// (`tcp,policy,null-policy`, say; `none`, the baseline, always is).
+fn wanted(name: &str) -> bool {
+    match std::env::var("BENCH_TARGETS") {
+        Ok(list) => list.split(',').any(|t| t.trim() == name),
+        Err(_) => true,
+    }
+}
+
+/// The policy service against its targets (issue 12), per scenario: ≥ 0.92 of Postfix's
+/// throughput without it, and no less than a null policy service in the same run.
+fn policy_targets(targets: &[Target], results: &[(Scenario, Vec<Vec<Round>>)]) -> String {
+    let find = |name: &str| targets.iter().position(|t| t.name == name);
+    let (Some(policy), Some(null)) = (find("policy"), find("null-policy")) else {
+        return String::new();
+    };
+    let milter = find("tcp");
+    let mut out = String::from(
+        "\npolicy service (issue 12 targets: policy/none >= 0.92, policy/null-policy >= 1.0):\n",
+    );
+    for (scenario, per_target) in results {
+        let rate = |n: usize| summarize(scenario, &per_target[n]).rate;
+        let none = rate(0);
+        let (p, nl) = (rate(policy) / none, rate(null) / none);
+        let _ = writeln!(
+            out,
+            "  {:<22} policy/none {p:.3} ({})   null-policy/none {nl:.3}   policy/null-policy {:.3} ({}){}",
+            scenario.label(),
+            if p >= 0.92 { "met" } else { "missed" },
+            p / nl,
+            if p >= nl { "met" } else { "missed" },
+            milter.map_or(String::new(), |m| format!("   tcp milter/none {:.3}", rate(m) / none)),
+        );
+    }
+    out
 }
 
 /// The milter builds to measure, with their labels (one unlabelled build by default).

@@ -1,9 +1,11 @@
 // Each test target uses only part of these helpers.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod load;
 pub mod milter;
 pub mod mta;
+pub mod null_policy;
 pub mod raw;
 pub mod smtp;
 
