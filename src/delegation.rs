@@ -288,8 +288,8 @@ impl Service {
         peer: &str,
         mut stop: watch::Receiver<bool>,
     ) {
-        let (reader, mut writer) = tokio::io::split(stream);
-        let mut reader = BufReader::with_capacity(MAX_LINE, reader);
+        // Requests and answers alternate: one buffered stream serves both ways.
+        let mut stream = BufReader::with_capacity(MAX_LINE, stream);
         let mut line = Vec::with_capacity(256);
         let idle = self.limits.idle_timeout;
         loop {
@@ -297,7 +297,7 @@ impl Service {
             let idle_deadline = tokio::time::Instant::now() + idle;
             let ready = select! {
                 biased;
-                ready = timeout_at(idle_deadline, reader.fill_buf()) => ready,
+                ready = timeout_at(idle_deadline, stream.fill_buf()) => ready,
                 _ = stop.wait_for(|stopped| *stopped) => return,
             };
             match ready {
@@ -320,7 +320,7 @@ impl Service {
             }
             // A request under way is read to its end and answered, even while stopping.
             let deadline = tokio::time::Instant::now() + idle;
-            let request = match timeout_at(deadline, read_request(&mut reader, &mut line)).await {
+            let request = match timeout_at(deadline, read_request(&mut stream, &mut line)).await {
                 Ok(Ok(Some(request))) => request,
                 Ok(Ok(None)) => return,
                 Ok(Err(trouble)) => return self.trouble(peer, &trouble),
@@ -328,8 +328,8 @@ impl Service {
             };
             let answer = self.answer(&request);
             let written = async {
-                writer.write_all(&answer).await?;
-                writer.flush().await
+                stream.write_all(&answer).await?;
+                stream.flush().await
             };
             if let Err(e) = written.await {
                 return self.trouble(peer, &Trouble::Io(e));
