@@ -1,6 +1,11 @@
 //! End-to-end benchmark (issue 5): Postfix's own `smtp-source` against a private Postfix
 //! instance (the e2e harness's, tests/common/mta.rs), with no milter, with the milter over
-//! TCP and with the milter over a unix socket, in one run.
+//! TCP and with the milter over a unix socket, in one run; and (issue 12) with the policy
+//! service instead (`policy`: the README's `smtpd_recipient_restrictions =
+//! check_policy_service inet:127.0.0.1:PORT`, the binary with its milter socket off) and
+//! with a null policy service in its place (`null-policy`, tests/common/null_policy.rs:
+//! it answers DUNNO to everything), with the policy service's targets printed at the
+//! end. `BENCH_TARGETS=tcp,policy,null-policy` measures only those (and `none`).
 //!
 //! ```text
 //! cargo test --release --test postfix_bench -- --ignored --nocapture   # or bench/postfix-bench

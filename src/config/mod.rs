@@ -234,3 +234,24 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
         message: "not UTF-8 text".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    /// Both sockets are bound at start: a reload names a changed one and keeps the old.
+    #[test]
+    fn sockets_change_at_restart_only() {
+        let old = Config::parse("policy_socket = \"inet:127.0.0.1:8896\"", "old").unwrap();
+        let new = Config::parse(
+            "socket = \"\"\npolicy_socket = \"inet:127.0.0.1:9896\"\naction = \"log\"",
+            "new",
+        )
+        .unwrap();
+        assert_eq!(old.restart_keys(&new), ["socket", "policy_socket"]);
+        let kept = old.keep_restart_settings(new);
+        assert_eq!(kept.socket, old.socket);
+        assert_eq!(kept.policy_socket, old.policy_socket);
+        assert_eq!(kept.policy.action.to_string(), "log");
+    }
+}
