@@ -24,7 +24,7 @@ use crate::{
     stats::FrontEnd,
     verdict::{decide, Connection, Reply, Verdict},
 };
-use indymilter::Listener as _;
+use indymilter::{EitherStream, Listener as _};
 use log::{debug, info, warn};
 use std::{
     borrow::Cow,
@@ -137,7 +137,16 @@ pub async fn serve(
             },
             _ = stop.wait_for(|stopped| *stopped) => break,
         };
-        let peer = peer_name(&stream);
+        let (stream, peer) = match stream {
+            EitherStream::Tcp(tcp) => {
+                let tcp = tcp.into_inner();
+                let peer = tcp
+                    .peer_addr()
+                    .map_or_else(|_| "unknown".into(), |a| a.to_string());
+                (EitherStream::Tcp(tcp), peer)
+            }
+            EitherStream::Unix(unix) => (EitherStream::Unix(unix), "unix".to_string()),
+        };
         let live = LiveSession::new(service.shared.clone());
         let service = service.clone();
         let stop = stop.clone();
@@ -149,15 +158,6 @@ pub async fn serve(
     }
     // New connections are refused from now on; a unix socket file is removed by main.
     stop_handle.stop();
-}
-
-fn peer_name(stream: &<StoppableListener as indymilter::Listener>::Io) -> String {
-    match stream {
-        indymilter::EitherStream::Tcp(tcp) => tcp
-            .peer_addr()
-            .map_or_else(|_| "unknown".into(), |a| a.to_string()),
-        indymilter::EitherStream::Unix(_) => "unix".into(),
-    }
 }
 
 /// Why a connection is closed without an answer.
@@ -206,6 +206,22 @@ struct Request {
 }
 
 impl Request {
+    /// Empties every attribute, keeping the allocations for the next request.
+    fn clear(&mut self) {
+        for field in [
+            &mut self.request,
+            &mut self.protocol_state,
+            &mut self.helo_name,
+            &mut self.client_address,
+            &mut self.server_address,
+            &mut self.recipient,
+            &mut self.sasl_username,
+            &mut self.queue_id,
+        ] {
+            field.clear();
+        }
+    }
+
     fn set(&mut self, name: &[u8], value: &[u8]) {
         let field = match name {
             b"request" => &mut self.request,
@@ -225,13 +241,14 @@ impl Request {
     }
 }
 
-/// Reads one request's lines after its first byte has arrived. `None`: the peer closed
-/// the connection cleanly before it.
+/// Reads one request's lines into `request`. `false`: the peer closed the connection
+/// cleanly before it.
 async fn read_request<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,
-) -> Result<Option<Request>, Trouble> {
-    let mut request = Request::default();
+    request: &mut Request,
+) -> Result<bool, Trouble> {
+    request.clear();
     let mut attributes = 0;
     loop {
         line.clear();
@@ -242,7 +259,7 @@ async fn read_request<R: AsyncBufRead + Unpin>(
             .map_err(Trouble::Io)?;
         if n == 0 {
             return if attributes == 0 {
-                Ok(None)
+                Ok(false)
             } else {
                 Err(Trouble::Truncated)
             };
@@ -260,7 +277,7 @@ async fn read_request<R: AsyncBufRead + Unpin>(
                 // An empty request: nothing to answer, and it cannot be Postfix.
                 Err(Trouble::Malformed(String::new()))
             } else {
-                Ok(Some(request))
+                Ok(true)
             };
         }
         attributes += 1;
@@ -291,6 +308,7 @@ impl Service {
         // Requests and answers alternate: one buffered stream serves both ways.
         let mut stream = BufReader::with_capacity(MAX_LINE, stream);
         let mut line = Vec::with_capacity(256);
+        let mut request = Request::default();
         let idle = self.limits.idle_timeout;
         loop {
             // Between requests: wait for the next one, or close on stop or when idle.
@@ -320,12 +338,13 @@ impl Service {
             }
             // A request under way is read to its end and answered, even while stopping.
             let deadline = tokio::time::Instant::now() + idle;
-            let request = match timeout_at(deadline, read_request(&mut stream, &mut line)).await {
-                Ok(Ok(Some(request))) => request,
-                Ok(Ok(None)) => return,
+            let read = read_request(&mut stream, &mut line, &mut request);
+            match timeout_at(deadline, read).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => return,
                 Ok(Err(trouble)) => return self.trouble(peer, &trouble),
                 Err(_) => return self.trouble(peer, &Trouble::Slow(idle)),
-            };
+            }
             let answer = self.answer(&request);
             let written = async {
                 stream.write_all(&answer).await?;
@@ -458,7 +477,9 @@ mod tests {
 
     async fn parse(input: &[u8]) -> Result<Option<Request>, Trouble> {
         let mut reader = BufReader::new(input);
-        read_request(&mut reader, &mut Vec::new()).await
+        let mut request = Request::default();
+        let complete = read_request(&mut reader, &mut Vec::new(), &mut request).await?;
+        Ok(complete.then_some(request))
     }
 
     #[tokio::test]

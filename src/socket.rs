@@ -147,8 +147,11 @@ impl indymilter::Listener for StoppableListener {
 pub struct QuickAckStream(TcpStream);
 
 impl QuickAckStream {
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.peer_addr()
+    /// The plain connection, for a protocol whose every request gets an answer (the
+    /// policy service's): the answer carries the ACK, and the option would cost a system
+    /// call per read.
+    pub fn into_inner(self) -> TcpStream {
+        self.0
     }
 }
 
