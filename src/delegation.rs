@@ -22,7 +22,7 @@ use crate::{
     shared::{LiveSession, Shared},
     socket::{Listener, Origin, StoppableListener},
     stats::FrontEnd,
-    verdict::{decide, Connection, Reply, Verdict},
+    verdict::{decide, Connection, Reply, TagHeader, Verdict},
 };
 use indymilter::{EitherStream, Listener as _};
 use log::{debug, info, warn};
@@ -203,6 +203,16 @@ struct Request {
     recipient: String,
     sasl_username: String,
     queue_id: String,
+    /// One message delivery: the same for the requests about its recipients.
+    instance: String,
+}
+
+/// What a request is answered, besides the log line.
+enum Answer {
+    Dunno,
+    Refuse(Reply),
+    /// `PREPEND` the tag header with this value, once per message.
+    Tag(String),
 }
 
 impl Request {
@@ -217,6 +227,7 @@ impl Request {
             &mut self.recipient,
             &mut self.sasl_username,
             &mut self.queue_id,
+            &mut self.instance,
         ] {
             field.clear();
         }
@@ -232,6 +243,7 @@ impl Request {
             b"recipient" => &mut self.recipient,
             b"sasl_username" => &mut self.sasl_username,
             b"queue_id" => &mut self.queue_id,
+            b"instance" => &mut self.instance,
             _ => return,
         };
         field.clear();
@@ -309,6 +321,9 @@ impl Service {
         let mut stream = BufReader::with_capacity(MAX_LINE, stream);
         let mut line = Vec::with_capacity(256);
         let mut request = Request::default();
+        // The `instance` (one message) that got its header on this connection: Postfix
+        // asks about all the recipients of a message over one connection.
+        let mut tagged = String::new();
         let idle = self.limits.idle_timeout;
         loop {
             // Between requests: wait for the next one, or close on stop or when idle.
@@ -345,7 +360,7 @@ impl Service {
                 Ok(Err(trouble)) => return self.trouble(peer, &trouble),
                 Err(_) => return self.trouble(peer, &Trouble::Slow(idle)),
             }
-            let answer = self.answer(&request);
+            let answer = self.answer(&request, &mut tagged);
             let written = async {
                 stream.write_all(&answer).await?;
                 stream.flush().await
@@ -364,8 +379,9 @@ impl Service {
         );
     }
 
-    /// The `action=...` answer to a complete request.
-    fn answer(&self, request: &Request) -> Cow<'static, [u8]> {
+    /// The `action=...` answer to a complete request; `tagged` is the message instance
+    /// that this connection has prepended the tag header to.
+    fn answer(&self, request: &Request, tagged: &mut String) -> Cow<'static, [u8]> {
         if request.request != "smtpd_access_policy" {
             if !self.warned_request.swap(true, Ordering::Relaxed) {
                 warn!(
@@ -392,8 +408,17 @@ impl Service {
         let verdict = decide(&policy, &conn, &rcpt);
         self.shared.stats.count(FrontEnd::Policy, &verdict);
         match self.act(&policy, &conn, request, &rcpt, &verdict) {
-            Some(reply) => Cow::Owned(format!("action={reply}\n\n").into_bytes()),
-            None => Cow::Borrowed(DUNNO),
+            Answer::Dunno => Cow::Borrowed(DUNNO),
+            Answer::Refuse(reply) => Cow::Owned(format!("action={reply}\n\n").into_bytes()),
+            // One header per message, as the milter adds it: the rule is the HELO's, the
+            // same for every recipient it matches.
+            Answer::Tag(_) if !request.instance.is_empty() && *tagged == request.instance => {
+                Cow::Borrowed(DUNNO)
+            }
+            Answer::Tag(value) => {
+                tagged.clone_from(&request.instance);
+                Cow::Owned(format!("action=PREPEND {}: {value}\n\n", TagHeader::NAME).into_bytes())
+            }
         }
     }
 
@@ -413,7 +438,7 @@ impl Service {
         conn
     }
 
-    /// Logs the verdict as the milter does (`via=policy`); the refusal to send, if any.
+    /// Logs the verdict as the milter does (`via=policy`); what to answer.
     fn act(
         &self,
         policy: &Policy,
@@ -421,7 +446,7 @@ impl Service {
         request: &Request,
         rcpt: &Recipient<'_>,
         verdict: &Verdict,
-    ) -> Option<Reply> {
+    ) -> Answer {
         let describe = || {
             let client = conn
                 .client
@@ -437,37 +462,46 @@ impl Service {
                 quote(rcpt.address),
             )
         };
-        let action = match verdict {
-            Verdict::Pass => return None,
+        let action = match *verdict {
+            Verdict::Pass => return Answer::Dunno,
             Verdict::Exempt(_, exemption) => {
                 debug!(
                     "action=accept exempt={} {} via=policy",
                     exemption.name(),
                     describe()
                 );
-                return None;
+                return Answer::Dunno;
             }
-            // Tagging through the policy service follows in its own change.
-            Verdict::Tag(_) => return None,
+            Verdict::Tag(rule) => {
+                let value = TagHeader::value(rule, &request.helo_name, conn.client);
+                info!(
+                    "action=tag {} header={} via=policy",
+                    describe(),
+                    quote(&format!("{}: {value}", TagHeader::NAME))
+                );
+                return Answer::Tag(value);
+            }
             Verdict::Log(_) => "log",
             Verdict::Reject(_) => "reject",
             Verdict::Tempfail(_) => "tempfail",
         };
-        let reply = Reply::for_verdict(verdict, policy)?;
+        let Some(reply) = Reply::for_verdict(verdict, policy) else {
+            return Answer::Dunno;
+        };
         if matches!(verdict, Verdict::Log(_)) {
             info!(
                 "action={action} {} would_reply={} via=policy",
                 describe(),
                 quote(&reply.to_string())
             );
-            return None;
+            return Answer::Dunno;
         }
         info!(
             "action={action} {} reply={} via=policy",
             describe(),
             quote(&reply.to_string())
         );
-        Some(reply)
+        Answer::Refuse(reply)
     }
 }
 

@@ -180,7 +180,7 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>
         Verdict::Tag(rule) => {
             let value = TagHeader::value(rule, &session.helo_text, session.conn.client);
             info!(
-                "action=tag {} header={}",
+                "action=tag {} header={} via=milter",
                 describe(),
                 quote(&format!("{}: {value}", TagHeader::NAME))
             );

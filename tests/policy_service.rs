@@ -239,7 +239,7 @@ fn each_rule_exemption_and_action_on_one_connection() {
     // The counters count what the policy service decided.
     service.signal(Signal::SIGUSR1);
     assert!(
-        service.wait_for_log("event=stats rejected_own_ip=3 rejected_ip=3 rejected_rcpt_domain=2 tempfailed_own_ip=0 tempfailed_ip=1 tempfailed_rcpt_domain=0 logged_own_ip=0 logged_ip=1 logged_rcpt_domain=0 exempted_whitelist=2 exempted_authenticated=1 exempted_trusted=1 exempted_role_account=1 exempted_off=1", Duration::from_secs(5)),
+        service.wait_for_log("event=stats rejected_own_ip=3 rejected_ip=3 rejected_rcpt_domain=2 tempfailed_own_ip=0 tempfailed_ip=1 tempfailed_rcpt_domain=0 logged_own_ip=0 logged_ip=1 logged_rcpt_domain=0 tagged_own_ip=0 tagged_ip=0 tagged_rcpt_domain=0 exempted_whitelist=2 exempted_authenticated=1 exempted_trusted=1 exempted_role_account=1 exempted_off=1", Duration::from_secs(5)),
         "{}",
         service.log()
     );
@@ -688,4 +688,27 @@ fn the_hosts_own_name_counts_as_an_own_name() {
         assert_eq!(name, "");
         assert_eq!(answer, DUNNO);
     }
+}
+
+/// `tag`: `action=PREPEND X-Bogus-HELO: ...` for the first tagged recipient of a message
+/// (Postfix's `instance`), DUNNO for the others of the same message.
+#[test]
+fn tag_prepends_the_header_once_per_message() {
+    let service = Milter::start_policy("trusted_networks = []\n[rules]\nip = \"tag\"\n", false);
+    let mut client = Client::connect(service.addr());
+    let prepend =
+        "action=PREPEND X-Bogus-HELO: rule=ip helo=\"[198.51.100.9]\" client=198.51.100.7";
+    let ask = |client: &mut Client, rcpt: &str, instance: &str| {
+        client.ask(&rcpt_request(
+            "[198.51.100.9]",
+            rcpt,
+            &[("instance", instance)],
+        ))
+    };
+    assert_eq!(ask(&mut client, "a@example.com", "1.1"), prepend);
+    assert_eq!(ask(&mut client, "b@example.com", "1.1"), DUNNO);
+    assert_eq!(ask(&mut client, "c@example.com", "1.2"), prepend);
+    let log = service.log();
+    assert_eq!(log.matches("action=tag rule=ip").count(), 3, "{log}");
+    assert!(log.contains("header=\"X-Bogus-HELO: rule=ip helo=\\\"[198.51.100.9]\\\" client=198.51.100.7\" via=policy"), "{log}");
 }

@@ -223,7 +223,7 @@ impl Target {
             (None, Some(null)) => null.addr(),
             (None, None) => unreachable!(),
         };
-        let mta = Mta::start_postfix_policy(addr);
+        let mta = Mta::start_postfix_policy(addr, "");
         Self {
             name: name.to_string(),
             mta,

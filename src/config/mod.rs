@@ -244,14 +244,15 @@ mod tests {
     fn sockets_change_at_restart_only() {
         let old = Config::parse("policy_socket = \"inet:127.0.0.1:8896\"", "old").unwrap();
         let new = Config::parse(
-            "socket = \"\"\npolicy_socket = \"inet:127.0.0.1:9896\"\naction = \"log\"",
+            "socket = \"\"\npolicy_socket = \"inet:127.0.0.1:9896\"\nlog_level = \"debug\"",
             "new",
         )
         .unwrap();
+        let new_level = new.log_level;
         assert_eq!(old.restart_keys(&new), ["socket", "policy_socket"]);
         let kept = old.keep_restart_settings(new);
         assert_eq!(kept.socket, old.socket);
         assert_eq!(kept.policy_socket, old.policy_socket);
-        assert_eq!(kept.policy.action.to_string(), "log");
+        assert_eq!(kept.log_level, new_level);
     }
 }

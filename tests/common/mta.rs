@@ -239,12 +239,14 @@ impl Mta {
     }
 
     /// Starts a private Postfix without a milter whose smtpd asks the policy service at
-    /// `policy` (127.0.0.1:port) at RCPT, with the README's `main.cf` line.
-    pub fn start_postfix_policy(policy: SocketAddr) -> Self {
+    /// `policy` (127.0.0.1:port) at RCPT, with the README's `main.cf` line;
+    /// `extra_main_cf` is appended to `main.cf`.
+    pub fn start_postfix_policy(policy: SocketAddr, extra_main_cf: &str) -> Self {
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = free_port_pair();
-            match Self::start_postfix(port, None, &postfix_policy_snippet(policy), "") {
+            let snippet = postfix_policy_snippet(policy);
+            match Self::start_postfix(port, None, &snippet, extra_main_cf) {
                 Ok(mta) => return mta,
                 Err(e) => last_error = e,
             }

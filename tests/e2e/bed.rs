@@ -52,8 +52,13 @@ impl Bed {
     /// `config` (after [`CONFIG_HEAD`]), and a Postfix without a milter in front that asks
     /// it at RCPT (`check_policy_service`).
     pub fn start_policy(config: &str) -> Self {
+        Self::start_policy_with_main_cf(config, "")
+    }
+
+    /// [`Bed::start_policy`] with `extra_main_cf` appended to Postfix's main.cf.
+    pub fn start_policy_with_main_cf(config: &str, extra_main_cf: &str) -> Self {
         let service = Milter::start_policy(&format!("{CONFIG_HEAD}{config}"), false);
-        let mta = Mta::start_postfix_policy(service.addr());
+        let mta = Mta::start_postfix_policy(service.addr(), extra_main_cf);
         Self {
             mta,
             milter: Some(service),

@@ -319,3 +319,67 @@ fn ipv6_client() {
     }
     bed.finish();
 }
+
+/// `tag` through the policy service: Postfix prepends the header (`action=PREPEND`) once
+/// per message, however many recipients are tagged, and the message is delivered; its
+/// cleanup logs the header (a `header_checks` INFO rule).
+#[test]
+#[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
+fn tag_prepends_one_header_per_message() {
+    let checks = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = checks.path().join("header_checks");
+        std::fs::write(&path, "/^X-Bogus-HELO:/ INFO\n").unwrap();
+        std::fs::set_permissions(checks.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let main_cf = format!(
+        "header_checks = regexp:{}/header_checks\n",
+        checks.path().display()
+    );
+    let mut bed = Bed::start_policy_with_main_cf(
+        "[rules]\nip = \"tag\"\n[domains.\"example.org\"]\naction = \"log\"\n",
+        &main_cf,
+    );
+    let session = Session::new(
+        "[192.0.2.9]",
+        &["a@example.com", "b@example.net", "c@example.org"],
+    )
+    .with_data();
+    let first = bed.send(&session);
+    show("rules.ip = tag", &first);
+    for rcpt in ["a@example.com", "b@example.net", "c@example.org"] {
+        bed.expect_rcpt(&first, rcpt, "250");
+    }
+    bed.expect_delivered_to(&first, &["a@example.com", "b@example.net", "c@example.org"]);
+    // A second message on a new session gets its own header.
+    let second = bed.send(&Session::new("[192.0.2.9]", &["d@example.com"]).with_data());
+    bed.expect_delivered_to(&second, &["d@example.com"]);
+
+    let header = "X-Bogus-HELO: rule=ip helo=\"[192.0.2.9]\" client=127.0.0.1";
+    let both = crate::common::wait_until(Duration::from_secs(10), || {
+        bed.mta.log().matches(header).count() >= 2
+    });
+    let log = bed.mta.log();
+    for line in log.lines().filter(|l| l.contains(header)) {
+        println!("[policy]   Postfix: {line}");
+    }
+    for outcome in [&first, &second] {
+        let qid = bed.mta.queue_id(&outcome.message_id).unwrap_or_default();
+        let count = log
+            .lines()
+            .filter(|l| l.contains(header) && l.contains(&format!(" {qid}: ")))
+            .count();
+        if !both || qid.is_empty() || count != 1 {
+            bed.problem(format!(
+                "message {qid:?}: {count} header lines in the Postfix log, expected 1"
+            ));
+        }
+    }
+    let service = bed.milter().log();
+    if service.matches("action=tag rule=ip").count() != 3 || !service.contains("action=log rule=ip")
+    {
+        bed.problem("expected three action=tag lines (two, then one) and one action=log line");
+    }
+    bed.finish();
+}
