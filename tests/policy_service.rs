@@ -669,6 +669,8 @@ fn sigterm_answers_the_request_under_way_then_exits() {
 #[test]
 fn the_hosts_own_name_counts_as_an_own_name() {
     let service = Milter::start_policy("trusted_networks = []\n", false);
+    // The sockets are bound before the start line is logged.
+    assert!(service.wait_for_log("event=start", Duration::from_secs(5)));
     let log = service.log();
     let name = log
         .split("policy_host_name=\"")
