@@ -133,11 +133,14 @@ action = \"log\"
 action = \"off\"
 ";
 
+/// HELO, recipient, attributes that differ from [`rcpt_request`]'s, expected answer.
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], String);
+
 #[test]
 fn each_rule_exemption_and_action_on_one_connection() {
     let service = Milter::start_policy(BASE, false);
     let mut client = Client::connect(service.addr());
-    let cases: &[(&str, &str, &[(&str, &str)], String)] = &[
+    let cases: &[Case] = &[
         ("[198.51.100.9]", "u@example.com", &[], REJECT.into()),
         ("198.51.100.9", "<u@example.com>", &[], REJECT.into()),
         ("[IPv6:2001:db8::9]", "u@example.com", &[], REJECT.into()),

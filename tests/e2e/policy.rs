@@ -16,6 +16,9 @@ fn refused(code_status: &str, rcpt: &str, text: &str) -> String {
     format!("{code_status} <{rcpt}>: Recipient address rejected: {text}")
 }
 
+/// A labelled session and the reply line expected for each of its recipients.
+type Case<'a> = (&'a str, Session, Vec<(&'a str, String)>);
+
 fn bogus(rcpt: &str) -> String {
     refused("550 5.7.1", rcpt, "bogus helo")
 }
@@ -38,7 +41,7 @@ fn each_rule() {
     let mut bed = Bed::start_policy(&format!(
         "own_addresses = [\"192.0.2.25\", \"198.51.100.0/24\"]\nown_names = [\"{own_name}\"]\n"
     ));
-    let cases: Vec<(&str, Session, Vec<(&str, String)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "ip literal",
             Session::new("[192.0.2.9]", &["user@example.com", "user@example.org"]),
