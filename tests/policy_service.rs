@@ -717,3 +717,57 @@ fn tag_prepends_the_header_once_per_message() {
     assert_eq!(log.matches("action=tag rule=ip").count(), 3, "{log}");
     assert!(log.contains("header=\"X-Bogus-HELO: rule=ip helo=\\\"[198.51.100.9]\\\" client=198.51.100.7\" via=policy"), "{log}");
 }
+
+/// A unix socket for the policy service, the milter's off: served, given `socket_mode`,
+/// and removed at exit.
+#[test]
+fn policy_service_on_a_unix_socket() {
+    use std::os::unix::{fs::PermissionsExt, net::UnixStream};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.sock");
+    let config = dir.path().join("milter.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"\"\npolicy_socket = \"unix:{}\"\nsocket_mode = \"0600\"\ntrusted_networks = []\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::milter::BIN)
+        .arg("-c")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || UnixStream::connect(&path)
+            .is_ok()),
+        "no policy socket at {}",
+        path.display()
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let stream = UnixStream::connect(&path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(rcpt_request("[198.51.100.9]", "u@example.com", &[]).as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    let mut reader = BufReader::new(stream);
+    while !answer.ends_with("\n\n") {
+        assert!(reader.read_line(&mut answer).unwrap() > 0, "closed");
+    }
+    assert_eq!(answer, format!("{REJECT}\n\n"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!path.exists(), "the socket file was left behind");
+}
