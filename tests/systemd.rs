@@ -261,3 +261,71 @@ fn quiet_check_prints_only_errors() {
     assert!(out.stdout.is_empty(), "{out:?}");
     assert!(!out.stderr.is_empty());
 }
+
+/// One policy request on a new connection to `addr`; the answer line.
+fn policy_answer(addr: SocketAddr) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(b"request=smtpd_access_policy\nprotocol_state=RCPT\nhelo_name=[192.0.2.9]\nclient_address=198.51.100.7\nrecipient=u@example.com\n\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// The policy service beside socket activation (issue 12): its socket is bound by the
+/// process, the milter's may come from systemd; with the milter off, a socket that
+/// systemd passes is not served, and said so.
+#[test]
+fn the_policy_socket_is_bound_beside_a_socket_from_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let milter_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = milter_socket.local_addr().unwrap();
+    let policy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let sockets = [("milter", &milter_socket)];
+
+    let both = Activated::start(
+        dir.path(),
+        "both",
+        &format!(
+            "socket = \"inet:{addr}\"\npolicy_socket = \"inet:{policy}\"\ntrusted_networks = []\n"
+        ),
+        &sockets,
+    );
+    assert!(
+        both.wait_for_log(&format!(
+            "event=listen policy_socket=inet:{policy} from=milter.conf"
+        )),
+        "{}",
+        both.log()
+    );
+    assert!(both
+        .log()
+        .contains(&format!("event=listen socket=inet:{addr} from=systemd")));
+    assert!(negotiate(TcpStream::connect(addr).unwrap()));
+    assert_eq!(policy_answer(policy), "action=550 5.7.1 bogus helo");
+    assert!(both.stop());
+
+    let policy_only = Activated::start(
+        dir.path(),
+        "policy-only",
+        &format!("socket = \"\"\npolicy_socket = \"inet:{policy}\"\ntrusted_networks = []\n"),
+        &sockets,
+    );
+    assert!(
+        policy_only.wait_for_log(&format!("event=listen policy_socket=inet:{policy}")),
+        "{}",
+        policy_only.log()
+    );
+    assert!(
+        policy_only.log().contains(
+            "name=\"milter\" served=no reason=\"socket = \\\"\\\" in milter.conf: no milter\""
+        ),
+        "{}",
+        policy_only.log()
+    );
+    assert_eq!(policy_answer(policy), "action=550 5.7.1 bogus helo");
+    assert!(policy_only.stop());
+}
