@@ -25,9 +25,9 @@ pub mod systemd;
 pub mod verdict;
 pub mod whitelist;
 
-use crate::logging::quote;
 use crate::{
     config::Config,
+    logging::quote,
     shared::Shared,
     socket::{Listener, Origin, StoppableListener},
 };
