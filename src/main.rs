@@ -48,6 +48,12 @@ enum Command {
 
 const EXIT_CONFIG: u8 = 2;
 
+/// Writes to standard output; a reader that went away (`-t | head`) is no error.
+fn output(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
@@ -60,15 +66,15 @@ fn main() -> ExitCode {
 
     if cli.check_config {
         if !cli.quiet {
-            print!("{}", config.to_toml());
             // Not configuration, but what the own-ip rule also counts: read at start and at
             // every reload, so a changed interface address applies at the next reload.
             let interfaces = interfaces::addresses();
             let list: Vec<String> = interfaces.iter().map(|ip| ip.to_string()).collect();
-            println!(
-                "\n# this host's interface addresses, own addresses besides own_addresses and the\n# address each client connected to (read at start and at each reload):\n# {}",
+            output(&format!(
+                "{}\n# this host's interface addresses, own addresses besides own_addresses and the\n# address each client connected to (read at start and at each reload):\n# {}\n",
+                config.to_toml(),
                 list.join(" ")
-            );
+            ));
         }
         return ExitCode::SUCCESS;
     }
@@ -76,7 +82,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Explain(question)) => {
             let policy = config.policy_with(&interfaces::addresses());
-            print!("{}", explain(&policy, &question));
+            output(&explain(&policy, &question));
             return ExitCode::SUCCESS;
         }
         Some(Command::Reload { pid }) => return signal_reload(pid),
