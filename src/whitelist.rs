@@ -42,6 +42,9 @@ impl Entry {
             );
         }
         if domain == "*" {
+            if local.is_empty() {
+                return Err("\"@*\" would name every recipient; to turn the rules off write action = \"off\"");
+            }
             return Ok(Self::Local(local));
         }
         let domain = domain::parse(domain).map_err(|_| "the domain is not a valid domain name")?;
@@ -204,6 +207,8 @@ mod tests {
             "a b@example.com",
             "a@*.example",
             "a@example..com",
+            "@*",
+            "\n@*",
         ] {
             assert!(Entry::parse(bad).is_err(), "{bad:?}");
         }

@@ -477,6 +477,21 @@ fn empty_quoted_local_part_is_not_a_domain() {
     assert!(r.stderr.contains("an empty local part"), "{}", r.stderr);
 }
 
+/// `"@*"` (the fuzzer's `"\n@*"`) would whitelist every recipient with an empty local
+/// part, and reads as "everyone": it is an error, never an entry.
+#[test]
+fn at_star_is_no_entry() {
+    for entry in ["@*", "\\n@*", " <@*> "] {
+        let r = run(&format!("whitelist = [\"{entry}\"]\n"), &["-t"]);
+        assert_eq!(r.code, 2, "{entry:?}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("whitelist") && r.stderr.contains("would name every recipient"),
+            "{entry:?}: {}",
+            r.stderr
+        );
+    }
+}
+
 /// A name that is an IP address in another spelling can never match as a name.
 #[test]
 fn addresses_are_not_own_names() {
