@@ -53,6 +53,11 @@ pub fn parse(name: &str) -> Result<String, &'static str> {
         idna::AsciiDenyList::EMPTY,
     )
     .map_err(|_| "not a valid internationalized domain name (IDNA)")?;
+    // IDNA maps some characters to digits and dots ("³" is "3", "１９２．０．２．１" is
+    // "192.0.2.1"): what comes out must not read as an address either.
+    if crate::ip_text::parse(&ascii).is_some() {
+        return Err("an IP address, not a domain name");
+    }
     if ascii.len() > 253 {
         return Err("longer than 253 characters");
     }
@@ -120,6 +125,8 @@ mod tests {
             "192.0.2.1.",
             "3221225993",
             "0xc0.0.2.9",
+            "³",
+            "１９２．０．２．１",
             &format!("{}.example", "a".repeat(64)),
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");

@@ -506,6 +506,22 @@ fn addresses_are_not_own_names() {
     }
 }
 
+/// IDNA maps "³" to "3" and full-width digits and dots to ASCII ones: a name that becomes
+/// an address once normalised is refused like the address (found by the helo fuzz target,
+/// input `fuzz/regressions/helo/crash-superscript-three`).
+#[test]
+fn names_that_normalise_to_addresses_are_refused() {
+    for name in ["³", "１９２．０．２．１", "0x³"] {
+        let r = run(&format!("own_names = [\"{name}\"]\n"), &["-t"]);
+        assert_eq!(r.code, 2, "{name}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("own_names") && r.stderr.contains("an IP address, not a domain name"),
+            "{name}: {}",
+            r.stderr
+        );
+    }
+}
+
 /// The comparable form of a name is a fixed point: normalising it again changes nothing.
 #[test]
 fn normalize_is_idempotent() {
