@@ -10,25 +10,35 @@ use std::borrow::Cow;
 /// (junk in a HELO, say) keeps its ASCII-lowered self, which can only ever equal a name
 /// that is spelt the same way.
 pub fn normalize(name: &str) -> Cow<'_, str> {
-    // One trailing dot marks an absolute name; two or more make no name at all, which is
-    // kept whole (lowered) so that normalising it again changes nothing.
-    let name = match name.strip_suffix('.') {
-        Some(stripped) if stripped.ends_with('.') => return Cow::Owned(name.to_lowercase()),
-        Some(stripped) => stripped,
-        None => name,
-    };
     // Fast path for the common case: plain lower-case ASCII letters, digits, `-`, `.`.
     if !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     {
-        return Cow::Borrowed(name);
+        return match without_root_dot(name) {
+            Some(stripped) => Cow::Borrowed(stripped),
+            None => Cow::Borrowed(name),
+        };
     }
-    match idna::domain_to_ascii_cow(name.as_bytes(), idna::AsciiDenyList::EMPTY) {
-        Ok(ascii) => Cow::Owned(ascii.into_owned()),
-        Err(_) => Cow::Owned(name.to_lowercase()),
+    // The trailing dot is looked at after IDNA's mapping, which can make one (`example.com。`,
+    // or a dot followed by a soft hyphen, which IDNA drops): otherwise the result would
+    // still end in a dot and normalising it again would change it.
+    let mapped = match idna::domain_to_ascii_cow(name.as_bytes(), idna::AsciiDenyList::EMPTY) {
+        Ok(ascii) => ascii.into_owned(),
+        Err(_) => name.to_lowercase(),
+    };
+    match without_root_dot(&mapped) {
+        Some(stripped) => Cow::Owned(stripped.to_owned()),
+        None => Cow::Owned(mapped),
     }
+}
+
+/// The name without the one trailing dot that marks an absolute name. Two or more make no
+/// name at all, which is kept whole so that normalising it again changes nothing.
+fn without_root_dot(name: &str) -> Option<&str> {
+    name.strip_suffix('.')
+        .filter(|stripped| !stripped.ends_with('.'))
 }
 
 /// A name written in `milter.conf`, in its comparable form, or what is wrong with it.
@@ -102,10 +112,20 @@ mod tests {
         // Junk from a peer is kept, lowered, and matches nothing configured.
         assert_eq!(normalize("FOO BAR"), "foo bar");
         assert_eq!(normalize(""), "");
-        for junk in ["example.com..", "EXAMPLE.COM..", "a...", "."] {
+        for junk in [
+            "example.com..",
+            "EXAMPLE.COM..",
+            "a...",
+            ".",
+            "\n....\n.\u{ad} ",
+        ] {
             let once = normalize(junk).into_owned();
             assert_eq!(normalize(&once), once, "{junk}");
             assert_ne!(once, "example.com");
+        }
+        // IDNA's mapping can make the root's dot; it goes like a written one.
+        for spelling in ["example.com\u{3002}", "Example.COM.\u{ad}"] {
+            assert_eq!(normalize(spelling), "example.com", "{spelling:?}");
         }
     }
 

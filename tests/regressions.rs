@@ -326,6 +326,36 @@ fn idn_domains_are_one_domain() {
     );
 }
 
+/// IDNA maps the ideographic full stop to a dot and drops a soft hyphen, so a name can end in
+/// the root's dot only after mapping: it is the same domain as without it (found by the helo
+/// fuzz target, input `fuzz/regressions/helo/crash-dot-after-mapping`).
+#[test]
+fn a_root_dot_made_by_idna_is_the_root_dot() {
+    let off = "[domains.\"example.com\"]\naction = \"off\"\n";
+    for rcpt in ["u@example.com\u{3002}", "u@Example.COM.\u{ad}"] {
+        assert_eq!(
+            judge(off, "[192.0.2.9]", rcpt, &[]),
+            exempt("ip", OFF),
+            "{rcpt}"
+        );
+        assert_eq!(
+            judge("", "example.com", rcpt, &[]),
+            answer("rcpt-domain", "reject", "550 5.7.1 bogus helo matches rcpt"),
+            "{rcpt}"
+        );
+    }
+    assert_eq!(
+        judge(
+            "own_names = [\"mx.example.com\"]\n",
+            "MX.example.com\u{3002}",
+            "u@example.org",
+            &[]
+        )
+        .rule,
+        "rcpt-domain"
+    );
+}
+
 /// Item 5: `.example.com` is every domain below example.com, and entries that can never
 /// match are errors.
 #[test]
@@ -525,7 +555,13 @@ fn names_that_normalise_to_addresses_are_refused() {
 /// The comparable form of a name is a fixed point: normalising it again changes nothing.
 #[test]
 fn normalize_is_idempotent() {
-    for text in ["example.com..", "EXAMPLE.COM..", "a..."] {
+    for text in [
+        "example.com..",
+        "EXAMPLE.COM..",
+        "a...",
+        "example.com\u{3002}",
+        "\n....\n.\u{ad} ",
+    ] {
         let once = domain::normalize(text).into_owned();
         assert_eq!(domain::normalize(&once), once, "{text}");
         match Helo::parse(text) {
