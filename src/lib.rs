@@ -61,6 +61,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let interfaces = interfaces::addresses();
     let shared = Arc::new(Shared::new(config.policy_with(&interfaces)));
+    shared.stats.config_loaded(false);
     let mut hangup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
 
@@ -208,6 +209,7 @@ fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> 
         Ok(new) => {
             let interfaces = interfaces::addresses();
             shared.set_policy(new.policy_with(&interfaces));
+            shared.stats.config_loaded(true);
             logging::set_level(new.log_level);
             let waiting = current.restart_keys(&new);
             if !waiting.is_empty() {
@@ -227,6 +229,7 @@ fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> 
             Some(current.keep_restart_settings(new))
         }
         Err(e) => {
+            shared.stats.reload_failed();
             error!(
                 "event=reload result=failed keeping=previous error={:?}",
                 e.to_string()
