@@ -199,7 +199,11 @@ impl Stats {
 
     /// The time from a RCPT's arrival (`since`) to its answer, now.
     pub fn answered(&self, via: FrontEnd, since: std::time::Instant) {
-        self.rcpt_answer[via.index()].observe(since.elapsed());
+        self.answer_took(via, since.elapsed());
+    }
+
+    pub fn answer_took(&self, via: FrontEnd, elapsed: Duration) {
+        self.rcpt_answer[via.index()].observe(elapsed);
     }
 
     pub fn rcpt_answer(&self, via: FrontEnd) -> HistogramSnapshot {
