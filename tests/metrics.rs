@@ -593,6 +593,53 @@ fn policy_session_errors_by_reason() {
     }
 }
 
+/// Milter sessions that end on an error, one of each reason, counted as indymilter
+/// classifies them through the hook that patches/indymilter adds.
+#[test]
+fn milter_session_errors_by_reason() {
+    let (config, metrics) = with_metrics("idle_timeout = \"1s\"", "127.0.0.1");
+    let milter = Milter::start(&config);
+    // protocol: an unknown command.
+    let mut peer = RawMta::connect(milter.addr());
+    peer.send(b'Z', b"what\0");
+    assert!(peer.is_closed(Duration::from_secs(5)));
+    // oversized: a 4 GiB length prefix.
+    let mut peer = RawMta::open(milter.addr());
+    peer.stream
+        .write_all(&[0xff, 0xff, 0xff, 0xff, b'H'])
+        .unwrap();
+    assert!(peer.is_closed(Duration::from_secs(5)));
+    // timeout: silence past idle_timeout.
+    let mut peer = RawMta::connect(milter.addr());
+    assert!(peer.is_closed(Duration::from_secs(5)));
+    // io: half a packet, then a reset.
+    let peer = RawMta::open(milter.addr());
+    (&peer.stream)
+        .write_all(&[0, 0, 0, 100, b'H', b'x'])
+        .unwrap();
+    socket2::SockRef::from(&peer.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(peer);
+    let expected = SESSION_ERRORS.map(|reason| (reason, 1.0));
+    let counted = |s: &BTreeMap<String, f64>| {
+        expected.iter().all(|(reason, n)| {
+            value(
+                s,
+                "session_errors_total",
+                &[("front_end", "milter"), ("reason", reason)],
+            ) == *n
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || counted(&scrape(metrics))),
+        "{:#?}\n{}",
+        scrape(metrics),
+        milter.log()
+    );
+    assert_eq!(milter.log().matches("event=session_error").count(), 4);
+}
+
 #[test]
 fn a_port_in_use_is_a_clear_error_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
