@@ -137,7 +137,8 @@ fn main() -> ExitCode {
         let metrics = match config.metrics_listen {
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
-                    log_metrics_listen(addr);
+                    let (level, line) = bogus_helo_milter::metrics::start_line(addr);
+                    log::log!(level, "{line}");
                     Some(listener)
                 }
                 Err(e) => {
@@ -251,17 +252,6 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         }
     })
-}
-
-/// Every start with metrics says where; an address beyond this host, loudly.
-fn log_metrics_listen(addr: std::net::SocketAddr) {
-    if addr.ip().is_loopback() {
-        log::info!("event=metrics listen={addr} path=/metrics");
-    } else {
-        log::warn!(
-            "event=metrics listen={addr} path=/metrics warning=\"not loopback: anyone who can reach this address can read the counters; firewall it\""
-        );
-    }
 }
 
 /// Asks the running milter to reread its configuration, which this process has just

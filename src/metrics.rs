@@ -20,7 +20,7 @@ use hyper::{
     StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use log::{debug, warn};
+use log::{debug, warn, Level};
 use prometheus_client::{
     collector::Collector,
     encoding::{prometheus_text, DescriptorEncoder, NoLabelSet},
@@ -30,6 +30,7 @@ use prometheus_client::{
 use std::{
     convert::Infallible,
     fmt,
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -43,6 +44,24 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const PATH: &str = "/metrics";
+
+/// The line logged at every start with metrics: where; a warning when the address is
+/// beyond this host, where anyone who can reach it can read the counters.
+pub fn start_line(addr: SocketAddr) -> (Level, String) {
+    if addr.ip().is_loopback() {
+        (
+            Level::Info,
+            format!("event=metrics listen={addr} path={PATH}"),
+        )
+    } else {
+        (
+            Level::Warn,
+            format!(
+                "event=metrics listen={addr} path={PATH} warning=\"not loopback: anyone who can reach this address can read the counters; firewall it\""
+            ),
+        )
+    }
+}
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -299,6 +318,27 @@ mod tests {
         let mut text = String::new();
         prometheus_text::encode(&mut text, &registry(shared)).unwrap();
         text
+    }
+
+    #[test]
+    fn an_address_beyond_loopback_is_a_warning() {
+        for (addr, level) in [
+            ("127.0.0.1:9465", Level::Info),
+            ("127.0.0.2:9465", Level::Info),
+            ("[::1]:9465", Level::Info),
+            ("0.0.0.0:9465", Level::Warn),
+            ("192.0.2.1:9465", Level::Warn),
+            ("[::]:9465", Level::Warn),
+            ("[2001:db8::1]:9465", Level::Warn),
+        ] {
+            let (got, line) = start_line(addr.parse().unwrap());
+            assert_eq!(got, level, "{addr}");
+            assert!(line.starts_with(&format!("event=metrics listen={addr} path=/metrics")));
+            assert_eq!(
+                line.contains("warning=\"not loopback: "),
+                level == Level::Warn
+            );
+        }
     }
 
     #[test]
