@@ -132,6 +132,25 @@ fn main() -> ExitCode {
             log::error!("event=start error=\"cannot install signal handlers\"");
             return ExitCode::FAILURE;
         };
+        // The metrics endpoint first: bound before the milter's socket accepts (and
+        // before systemd hears "ready"), and a failure leaves no socket file behind.
+        let metrics = match config.metrics_listen {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let (level, line) = bogus_helo_milter::metrics::start_line(addr);
+                    log::log!(level, "{line}");
+                    Some(listener)
+                }
+                Err(e) => {
+                    log::error!(
+                        "event=start result=failed metrics_listen={addr} error={:?}",
+                        e.to_string()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         // The milter's socket, from systemd or bound here, when there is one.
         let milter = match &config.socket {
             Some(socket) => {
@@ -222,6 +241,7 @@ fn main() -> ExitCode {
                 files.extend(bound.unix_file);
                 bound.listener
             }),
+            metrics,
         };
         let result = bogus_helo_milter::run(listeners, config, cli.config, shutdown).await;
         for file in files {

@@ -8,17 +8,18 @@ use crate::{
     policy::Policy,
     recipient::Recipient,
     shared::{LiveSession, Shared},
-    stats::FrontEnd,
+    stats::{FrontEnd, SessionError},
     verdict::{decide, Connection, Reply, TagHeader, Verdict},
 };
 use indymilter::{
     Actions as MtaActions, Callbacks, Context, ContextActions, EomContext, MacroStage, Macros,
-    NegotiateContext, ProtoOpts, SetErrorReply, SocketInfo, Status,
+    NegotiateContext, ProtoOpts, SessionErrorKind, SetErrorReply, SocketInfo, Status,
 };
 use log::{debug, error, info};
 use std::{
     ffi::{CStr, CString},
     sync::Arc,
+    time::Instant,
 };
 
 /// One SMTP session, as seen through one milter connection.
@@ -49,6 +50,7 @@ const RCPT_MACROS: &str = "i";
 
 pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let negotiate_shared = shared.clone();
+    let error_shared = shared.clone();
     Callbacks::new()
         .on_negotiate(move |cx, _, mta_opts| {
             Box::pin(negotiate(cx, mta_opts, negotiate_shared.clone()))
@@ -60,6 +62,16 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
         .on_eom(|cx| Box::pin(eom(cx)))
         .on_abort(|cx| Box::pin(end_message(&mut cx.data)))
         .on_close(|cx| Box::pin(close(cx)))
+        // indymilter has logged it (`event=session_error`, patches/README.md).
+        .on_session_error(move |kind| {
+            let reason = match kind {
+                SessionErrorKind::Protocol => SessionError::Protocol,
+                SessionErrorKind::Oversized => SessionError::Oversized,
+                SessionErrorKind::Timeout => SessionError::Timeout,
+                SessionErrorKind::Io => SessionError::Io,
+            };
+            error_shared.stats.session_error(FrontEnd::Milter, reason);
+        })
 }
 
 async fn negotiate(
@@ -95,7 +107,7 @@ async fn negotiate(
         helo_text: String::new(),
         no_reply,
         tag: None,
-        _live: LiveSession::new(shared),
+        _live: LiveSession::new(shared, FrontEnd::Milter),
     });
     Status::Continue
 }
@@ -143,7 +155,16 @@ async fn mail(cx: &mut Context<Session>) -> Status {
     go_on(&cx.data, ProtoOpts::NOREPLY_MAIL)
 }
 
+/// Answers a RCPT, and counts the time it took (from the callback's start: the packet
+/// has been read and parsed by then).
 async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>) -> Status {
+    let arrived = Instant::now();
+    let status = answer_rcpt(cx, args, &shared);
+    shared.stats.answered(FrontEnd::Milter, arrived);
+    status
+}
+
+fn answer_rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: &Shared) -> Status {
     let (Some(session), Some(arg)) = (cx.data.as_mut(), args.first()) else {
         return Status::Continue;
     };
