@@ -66,7 +66,7 @@ fn unix_now() -> f64 {
 }
 
 #[test]
-#[ignore = "needs Postfix and Prometheus: bash .ci/install-mtas; bash .ci/install-prometheus; cargo test -- --include-ignored"]
+#[ignore = "needs Postfix and Prometheus: bash .ci/install-mtas; bash .ci/install-prometheus"]
 fn milter_counters_match_what_was_sent() {
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let bed = Bed::start(Kind::Postfix, &config(metrics));
@@ -74,7 +74,7 @@ fn milter_counters_match_what_was_sent() {
 }
 
 #[test]
-#[ignore = "needs Postfix and Prometheus: bash .ci/install-mtas; bash .ci/install-prometheus; cargo test -- --include-ignored"]
+#[ignore = "needs Postfix and Prometheus: bash .ci/install-mtas; bash .ci/install-prometheus"]
 fn policy_counters_match_what_was_sent() {
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let bed = Bed::start_policy(&config(metrics));
@@ -455,9 +455,17 @@ impl Prometheus {
         fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {rules:?}\n\
-                 scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: [\"{target}\"]\n"
+                r#"global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {rules:?}
+scrape_configs:
+  - job_name: {JOB}
+    static_configs:
+      - targets: ["{target}"]
+"#
             ),
         )
         .expect("write prometheus.yml");
