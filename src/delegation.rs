@@ -21,7 +21,7 @@ use crate::{
     recipient::Recipient,
     shared::{LiveSession, Shared},
     socket::{Listener, Origin, StoppableListener},
-    stats::FrontEnd,
+    stats::{FrontEnd, SessionError},
     verdict::{decide, Connection, Reply, TagHeader, Verdict},
 };
 use indymilter::{EitherStream, Listener as _};
@@ -147,7 +147,7 @@ pub async fn serve(
             }
             EitherStream::Unix(unix) => (EitherStream::Unix(unix), "unix".to_string()),
         };
-        let live = LiveSession::new(service.shared.clone());
+        let live = LiveSession::new(service.shared.clone(), FrontEnd::Policy);
         let service = service.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -172,6 +172,18 @@ enum Trouble {
     /// The request was not complete within `idle_timeout` of its first byte.
     Slow(Duration),
     Io(io::Error),
+}
+
+impl Trouble {
+    /// Its reason in the session error counters.
+    fn reason(&self) -> SessionError {
+        match self {
+            Self::LineTooLong | Self::TooManyAttributes => SessionError::Oversized,
+            Self::Malformed(_) => SessionError::Protocol,
+            Self::Slow(_) => SessionError::Timeout,
+            Self::Truncated | Self::Io(_) => SessionError::Io,
+        }
+    }
 }
 
 impl Display for Trouble {
@@ -352,6 +364,8 @@ impl Service {
                 }
             }
             // A request under way is read to its end and answered, even while stopping.
+            // Its first bytes are here: the RCPT answer time counts from now.
+            let arrived = Instant::now();
             let deadline = tokio::time::Instant::now() + idle;
             let read = read_request(&mut stream, &mut line, &mut request);
             match timeout_at(deadline, read).await {
@@ -368,11 +382,17 @@ impl Service {
             if let Err(e) = written.await {
                 return self.trouble(peer, &Trouble::Io(e));
             }
+            if request.protocol_state.eq_ignore_ascii_case("RCPT") {
+                self.shared.stats.answered(FrontEnd::Policy, arrived);
+            }
         }
     }
 
     /// The protocol's rule on trouble: no answer, a warning, and the connection closed.
     fn trouble(&self, peer: &str, trouble: &Trouble) {
+        self.shared
+            .stats
+            .session_error(FrontEnd::Policy, trouble.reason());
         warn!(
             "event=policy_request result=closed peer={peer} error={:?} (no answer; Postfix retries, then applies smtpd_policy_service_default_action)",
             trouble.to_string()

@@ -15,6 +15,7 @@ pub mod helo;
 pub mod interfaces;
 pub mod ip_text;
 pub mod logging;
+pub mod metrics;
 mod milter;
 pub mod policy;
 pub mod recipient;
@@ -42,10 +43,12 @@ use tokio::{
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The sockets of the two front ends; at least one is there (`Config` checks it). The
-/// milter's may come from systemd (`Origin`); the policy service's is always bound.
+/// milter's may come from systemd (`Origin`); the policy service's is always bound. And
+/// the metrics endpoint's, when `metrics_listen` is set.
 pub struct Listeners {
     pub milter: Option<(Listener, Origin)>,
     pub policy: Option<Listener>,
+    pub metrics: Option<tokio::net::TcpListener>,
 }
 
 /// Serves milter and policy service connections until `shutdown` completes, then accepts
@@ -61,6 +64,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let interfaces = interfaces::addresses();
     let shared = Arc::new(Shared::new(config.policy_with(&interfaces)));
+    shared.stats.config_loaded(false);
     let mut hangup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
 
@@ -109,6 +113,9 @@ pub async fn run(
             policy_stopped,
         ))
     });
+    let metrics = listeners
+        .metrics
+        .map(|listener| tokio::spawn(metrics::serve(listener, shared.clone())));
     let origin = listeners
         .milter
         .as_ref()
@@ -154,7 +161,7 @@ pub async fn run(
         }
     };
     signals.abort();
-    if let Some(task) = policy_service {
+    for task in [policy_service, metrics].into_iter().flatten() {
         task.abort();
     }
     match &result {
@@ -208,6 +215,7 @@ fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> 
         Ok(new) => {
             let interfaces = interfaces::addresses();
             shared.set_policy(new.policy_with(&interfaces));
+            shared.stats.config_loaded(true);
             logging::set_level(new.log_level);
             let waiting = current.restart_keys(&new);
             if !waiting.is_empty() {
@@ -227,6 +235,7 @@ fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> 
             Some(current.keep_restart_settings(new))
         }
         Err(e) => {
+            shared.stats.reload_failed();
             error!(
                 "event=reload result=failed keeping=previous error={:?}",
                 e.to_string()

@@ -132,6 +132,24 @@ fn main() -> ExitCode {
             log::error!("event=start error=\"cannot install signal handlers\"");
             return ExitCode::FAILURE;
         };
+        // The metrics endpoint first: bound before the milter's socket accepts (and
+        // before systemd hears "ready"), and a failure leaves no socket file behind.
+        let metrics = match config.metrics_listen {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    log_metrics_listen(addr);
+                    Some(listener)
+                }
+                Err(e) => {
+                    log::error!(
+                        "event=start result=failed metrics_listen={addr} error={:?}",
+                        e.to_string()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         // The milter's socket, from systemd or bound here, when there is one.
         let milter = match &config.socket {
             Some(socket) => {
@@ -222,6 +240,7 @@ fn main() -> ExitCode {
                 files.extend(bound.unix_file);
                 bound.listener
             }),
+            metrics,
         };
         let result = bogus_helo_milter::run(listeners, config, cli.config, shutdown).await;
         for file in files {
@@ -232,6 +251,17 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         }
     })
+}
+
+/// Every start with metrics says where; an address beyond this host, loudly.
+fn log_metrics_listen(addr: std::net::SocketAddr) {
+    if addr.ip().is_loopback() {
+        log::info!("event=metrics listen={addr} path=/metrics");
+    } else {
+        log::warn!(
+            "event=metrics listen={addr} path=/metrics warning=\"not loopback: anyone who can reach this address can read the counters; firewall it\""
+        );
+    }
 }
 
 /// Asks the running milter to reread its configuration, which this process has just

@@ -19,6 +19,7 @@ use log::{debug, error, info};
 use std::{
     ffi::{CStr, CString},
     sync::Arc,
+    time::Instant,
 };
 
 /// One SMTP session, as seen through one milter connection.
@@ -95,7 +96,7 @@ async fn negotiate(
         helo_text: String::new(),
         no_reply,
         tag: None,
-        _live: LiveSession::new(shared),
+        _live: LiveSession::new(shared, FrontEnd::Milter),
     });
     Status::Continue
 }
@@ -143,7 +144,16 @@ async fn mail(cx: &mut Context<Session>) -> Status {
     go_on(&cx.data, ProtoOpts::NOREPLY_MAIL)
 }
 
+/// Answers a RCPT, and counts the time it took (from the callback's start: the packet
+/// has been read and parsed by then).
 async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>) -> Status {
+    let arrived = Instant::now();
+    let status = answer_rcpt(cx, args, &shared);
+    shared.stats.answered(FrontEnd::Milter, arrived);
+    status
+}
+
+fn answer_rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: &Shared) -> Status {
     let (Some(session), Some(arg)) = (cx.data.as_mut(), args.first()) else {
         return Status::Continue;
     };

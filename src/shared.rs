@@ -1,18 +1,17 @@
 //! What every front end (the milter, the policy service) shares: the policy in force
 //! (replaced on reload), the counters, and the sessions in progress (which a stop waits
-//! for).
+//! for, and which the counters hold per front end).
 
-use crate::{policy::Policy, stats::Stats};
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc, RwLock,
+use crate::{
+    policy::Policy,
+    stats::{FrontEnd, Stats},
 };
+use std::sync::{Arc, RwLock};
 
 #[derive(Debug)]
 pub struct Shared {
     policy: RwLock<Arc<Policy>>,
     pub stats: Stats,
-    sessions: AtomicUsize,
 }
 
 impl Shared {
@@ -20,14 +19,16 @@ impl Shared {
         Self {
             policy: RwLock::new(Arc::new(policy)),
             stats: Stats::default(),
-            sessions: AtomicUsize::new(0),
         }
     }
 
     /// Connections of either front end open and not yet closed: milter sessions and
     /// policy service connections.
     pub fn sessions(&self) -> usize {
-        self.sessions.load(Ordering::Relaxed)
+        FrontEnd::ALL
+            .iter()
+            .map(|&via| self.stats.connections_open(via))
+            .sum()
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -43,18 +44,22 @@ impl Shared {
     }
 }
 
-/// Counts a session in `Shared::sessions` for as long as it lives.
-pub struct LiveSession(Arc<Shared>);
+/// Counts a session of a front end as open (in `Shared::sessions` and the counters) for
+/// as long as it lives, and once in the total.
+pub struct LiveSession {
+    shared: Arc<Shared>,
+    via: FrontEnd,
+}
 
 impl LiveSession {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        shared.sessions.fetch_add(1, Ordering::Relaxed);
-        Self(shared)
+    pub fn new(shared: Arc<Shared>, via: FrontEnd) -> Self {
+        shared.stats.connection_opened(via);
+        Self { shared, via }
     }
 }
 
 impl Drop for LiveSession {
     fn drop(&mut self) {
-        self.0.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.shared.stats.connection_closed(self.via);
     }
 }

@@ -1,10 +1,14 @@
 //! The counters: the one source that every view reads (the `event=stats` line logged on
-//! SIGUSR1 and every `stats_interval`, and any other view of them).
+//! SIGUSR1 and every `stats_interval`, and the metrics endpoint, `metrics`).
+//!
+//! Everything here is a relaxed atomic, written on the mail path without a lock or an
+//! allocation; a view reads them when it is asked, so no view can drift from another.
 
 use crate::verdict::{Exemption, Rule, Verdict};
 use std::{
     fmt::{self, Display, Formatter},
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 /// The front end that gathered the facts and applied the verdict.
@@ -30,8 +34,41 @@ impl FrontEnd {
     }
 }
 
+/// Why a session was closed on an error, in counter order.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum SessionError {
+    /// Something that is not the protocol: an unknown command, a malformed packet or
+    /// request, an impossible negotiation.
+    Protocol,
+    /// A packet, line or request larger than the limits.
+    Oversized,
+    /// The peer was silent too long, or too slow to finish a request.
+    Timeout,
+    /// The connection broke (reset, closed in mid-request).
+    Io,
+}
+
+impl SessionError {
+    pub const ALL: [Self; 4] = [Self::Protocol, Self::Oversized, Self::Timeout, Self::Io];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Protocol => "protocol",
+            Self::Oversized => "oversized",
+            Self::Timeout => "timeout",
+            Self::Io => "io",
+        }
+    }
+
+    fn index(&self) -> usize {
+        *self as usize
+    }
+}
+
 /// The outcomes of a rule match that refused or would have refused, in counter order.
 pub const OUTCOMES: [&str; 4] = ["rejected", "tempfailed", "logged", "tagged"];
+/// The same outcomes as the action that the log line names (`action=reject`).
+pub const ACTIONS: [&str; 4] = ["reject", "tempfail", "log", "tag"];
 /// The rules' names in counter order (`Rule::index`).
 pub const RULES: [&str; 3] = ["own-ip", "ip", "rcpt-domain"];
 
@@ -43,11 +80,89 @@ fn rule_index(rule: &Rule) -> usize {
     }
 }
 
-/// Recipients counted since start, per front end: per outcome and rule, and per exemption.
+/// The upper bounds of the RCPT answer time histogram's buckets, in seconds: from what
+/// the milter takes with a small policy (tens of µs) to what would hold up the MTA.
+pub const RCPT_ANSWER_BUCKETS: [f64; 13] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1,
+];
+/// The same bounds in nanoseconds, which is what is compared on the mail path.
+const BUCKET_NANOS: [u64; RCPT_ANSWER_BUCKETS.len()] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+];
+
+/// A histogram with fixed buckets: one atomic add for the bucket and one for the sum.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative), the last one for everything above the highest bound.
+    buckets: [AtomicU64; RCPT_ANSWER_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+/// What a histogram held when it was read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Cumulative counts, one per bound of `RCPT_ANSWER_BUCKETS`: observations at most
+    /// that long.
+    pub cumulative: [u64; RCPT_ANSWER_BUCKETS.len()],
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let i = BUCKET_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(BUCKET_NANOS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = [0; RCPT_ANSWER_BUCKETS.len()];
+        let mut running = 0;
+        for (i, slot) in cumulative.iter_mut().enumerate() {
+            running += self.buckets[i].load(Relaxed);
+            *slot = running;
+        }
+        let count = running + self.buckets[BUCKET_NANOS.len()].load(Relaxed);
+        HistogramSnapshot {
+            cumulative,
+            count,
+            sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// Per front end, since start: recipients per outcome and rule and per exemption, the
+/// time to answer a RCPT, connections, sessions closed on an error; and the
+/// configuration's loads.
 #[derive(Debug, Default)]
 pub struct Stats {
     matched: [[[AtomicU64; RULES.len()]; OUTCOMES.len()]; FrontEnd::ALL.len()],
     exempted: [[AtomicU64; Exemption::ALL.len()]; FrontEnd::ALL.len()],
+    rcpt_answer: [Histogram; FrontEnd::ALL.len()],
+    connections_total: [AtomicU64; FrontEnd::ALL.len()],
+    connections_open: [AtomicUsize; FrontEnd::ALL.len()],
+    session_errors: [[AtomicU64; SessionError::ALL.len()]; FrontEnd::ALL.len()],
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    /// Unix time in milliseconds of the last successful load; 0 before the first.
+    last_load_millis: AtomicU64,
 }
 
 impl Stats {
@@ -80,6 +195,76 @@ impl Stats {
             .position(|e| *e == exemption)
             .unwrap_or_default();
         self.exempted[via.index()][i].load(Relaxed)
+    }
+
+    /// The time from a RCPT's arrival (`since`) to its answer, now.
+    pub fn answered(&self, via: FrontEnd, since: std::time::Instant) {
+        self.answer_took(via, since.elapsed());
+    }
+
+    pub fn answer_took(&self, via: FrontEnd, elapsed: Duration) {
+        self.rcpt_answer[via.index()].observe(elapsed);
+    }
+
+    pub fn rcpt_answer(&self, via: FrontEnd) -> HistogramSnapshot {
+        self.rcpt_answer[via.index()].snapshot()
+    }
+
+    /// A connection opened; `connection_closed` must follow (`shared::LiveSession`).
+    pub fn connection_opened(&self, via: FrontEnd) {
+        self.connections_total[via.index()].fetch_add(1, Relaxed);
+        self.connections_open[via.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_closed(&self, via: FrontEnd) {
+        self.connections_open[via.index()].fetch_sub(1, Relaxed);
+    }
+
+    pub fn connections_total(&self, via: FrontEnd) -> u64 {
+        self.connections_total[via.index()].load(Relaxed)
+    }
+
+    pub fn connections_open(&self, via: FrontEnd) -> usize {
+        self.connections_open[via.index()].load(Relaxed)
+    }
+
+    pub fn session_error(&self, via: FrontEnd, reason: SessionError) {
+        self.session_errors[via.index()][reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn session_errors(&self, via: FrontEnd, reason: SessionError) -> u64 {
+        self.session_errors[via.index()][reason.index()].load(Relaxed)
+    }
+
+    /// The configuration was loaded: at start, or by a reload (`reload`: whether it
+    /// was one, which counts in `reloads`).
+    pub fn config_loaded(&self, reload: bool) {
+        if reload {
+            self.reloads_ok.fetch_add(1, Relaxed);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let millis = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        self.last_load_millis.store(millis, Relaxed);
+    }
+
+    /// A reload failed; the configuration in force stays.
+    pub fn reload_failed(&self) {
+        self.reloads_failed.fetch_add(1, Relaxed);
+    }
+
+    /// Reloads that succeeded and that failed.
+    pub fn reloads(&self) -> (u64, u64) {
+        (
+            self.reloads_ok.load(Relaxed),
+            self.reloads_failed.load(Relaxed),
+        )
+    }
+
+    /// Unix time of the last successful load, in seconds; 0 before the first.
+    pub fn last_load(&self) -> f64 {
+        self.last_load_millis.load(Relaxed) as f64 / 1000.0
     }
 }
 
@@ -138,5 +323,56 @@ mod tests {
         );
         assert_eq!(stats.matched(FrontEnd::Policy, 0, 1), 1);
         assert_eq!(stats.matched(milter, 0, 1), 1);
+    }
+
+    #[test]
+    fn histogram_buckets_are_inclusive_and_cumulative() {
+        let h = Histogram::default();
+        for micros in [5, 10, 11, 1_000, 100_000, 100_001, 3_000_000] {
+            h.observe(Duration::from_micros(micros));
+        }
+        let s = h.snapshot();
+        // <=10µs: 5 and 10; <=25µs: +11; <=1ms: +1000; <=100ms: +100000.
+        assert_eq!(s.cumulative, [2, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5]);
+        assert_eq!(s.count, 7);
+        let sum = (5 + 10 + 11 + 1_000 + 100_000 + 100_001 + 3_000_000) as f64 / 1e6;
+        assert!((s.sum_seconds - sum).abs() < 1e-9, "{}", s.sum_seconds);
+        // The two tables of bounds say the same.
+        for (seconds, nanos) in RCPT_ANSWER_BUCKETS.iter().zip(BUCKET_NANOS) {
+            assert_eq!((seconds * 1e9).round() as u64, nanos);
+        }
+    }
+
+    #[test]
+    fn connections_errors_and_loads() {
+        let stats = Stats::default();
+        stats.connection_opened(FrontEnd::Milter);
+        stats.connection_opened(FrontEnd::Milter);
+        stats.connection_opened(FrontEnd::Policy);
+        stats.connection_closed(FrontEnd::Milter);
+        assert_eq!(stats.connections_total(FrontEnd::Milter), 2);
+        assert_eq!(stats.connections_open(FrontEnd::Milter), 1);
+        assert_eq!(stats.connections_open(FrontEnd::Policy), 1);
+
+        stats.session_error(FrontEnd::Policy, SessionError::Timeout);
+        assert_eq!(
+            stats.session_errors(FrontEnd::Policy, SessionError::Timeout),
+            1
+        );
+        assert_eq!(
+            stats.session_errors(FrontEnd::Milter, SessionError::Timeout),
+            0
+        );
+
+        assert_eq!(stats.last_load(), 0.0);
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        stats.config_loaded(false);
+        assert_eq!(stats.reloads(), (0, 0));
+        assert!(stats.last_load() >= before.as_secs() as f64);
+        stats.config_loaded(true);
+        stats.reload_failed();
+        assert_eq!(stats.reloads(), (1, 1));
+        // None of this is in the statistics line, which keeps its text.
+        assert!(!stats.to_string().contains("reload"));
     }
 }

@@ -649,3 +649,68 @@ fn policy_socket_and_milter_socket_are_checked() {
         r.stdout
     );
 }
+
+#[test]
+fn metrics_listen_is_checked() {
+    let r = run("metrics_listen = \"[::1]:9465\"", &["-t"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("\nmetrics_listen = \"[::1]:9465\"\n"),
+        "{}",
+        r.stdout
+    );
+    let r = run("", &["-t"], &[]);
+    assert!(
+        r.stdout.contains("\nmetrics_listen = \"\"\n"),
+        "{}",
+        r.stdout
+    );
+    let r = run(
+        "metrics_listen = \"[::1]:9465\"",
+        &["-t"],
+        &[("BOGUS_HELO_MILTER_METRICS_LISTEN", "127.0.0.1:19465")],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("\nmetrics_listen = \"127.0.0.1:19465\"\n"),
+        "{}",
+        r.stdout
+    );
+    for (value, expected) in [
+        ("localhost:9465", "\"localhost\" is not an IP address"),
+        ("127.0.0.1", "missing port"),
+        ("127.0.0.1:0", "port 0"),
+        (
+            "::1",
+            "an IPv6 address goes in brackets, followed by a port: \"[::1]:9465\"",
+        ),
+        ("inet:127.0.0.1:9465", "without a prefix"),
+        (
+            "127.0.0.1:8895",
+            "the same address as socket or policy_socket",
+        ),
+    ] {
+        let r = run(&format!("metrics_listen = \"{value}\""), &["-t"], &[]);
+        assert_eq!(r.code, 2, "{value}");
+        let head = format!("FILE: metrics_listen = \"{value}\": ");
+        assert!(
+            r.stderr.contains(&head) && r.stderr.contains(expected),
+            "{value}: {}",
+            r.stderr
+        );
+    }
+    let r = run(
+        "",
+        &["-t"],
+        &[("BOGUS_HELO_MILTER_METRICS_LISTEN", "metrics.example:9465")],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains(
+            "FILE with BOGUS_HELO_MILTER_METRICS_LISTEN: metrics_listen = \"metrics.example:9465\": \"metrics.example\" is not an IP address"
+        ),
+        "{}",
+        r.stderr
+    );
+}

@@ -249,6 +249,17 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         },
     };
 
+    let metrics_listen = super::metrics_listen::parse(&s.metrics_listen)
+        .map_err(|problem| invalid("metrics_listen", &s.metrics_listen, &problem))?;
+    let taken = |socket: &Option<Socket>| matches!(socket, Some(Socket::Inet(addr)) if Some(*addr) == metrics_listen);
+    if taken(&socket) || taken(&policy_socket) {
+        return Err(invalid(
+            "metrics_listen",
+            &s.metrics_listen,
+            "the same address as socket or policy_socket: the endpoint needs its own port",
+        ));
+    }
+
     let log_level = s.log_level.parse::<LevelFilter>().map_err(|_| {
         invalid(
             "log_level",
@@ -280,6 +291,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         idle_timeout,
         stats_interval,
         log_level,
+        metrics_listen,
     })
 }
 

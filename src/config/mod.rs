@@ -2,6 +2,7 @@
 //! and the run-time settings (`check`), and printing the effective one (`print`).
 
 mod check;
+mod metrics_listen;
 mod print;
 mod settings;
 
@@ -12,7 +13,7 @@ use std::{
     error::Error,
     fmt::{self, Display, Formatter},
     io,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -43,6 +44,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub stats_interval: Option<Duration>,
     pub log_level: LevelFilter,
+    /// Where `GET /metrics` is served; `None` (the default) when it is off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A configuration that cannot be used, with what a mail administrator needs to fix it.
@@ -189,6 +192,7 @@ impl Config {
                 self.max_connections != new.max_connections,
             ),
             ("idle_timeout", self.idle_timeout != new.idle_timeout),
+            ("metrics_listen", self.metrics_listen != new.metrics_listen),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -204,6 +208,7 @@ impl Config {
             socket_group: self.socket_group.clone(),
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
+            metrics_listen: self.metrics_listen,
             ..new
         }
     }
@@ -244,15 +249,19 @@ mod tests {
     fn sockets_change_at_restart_only() {
         let old = Config::parse("policy_socket = \"inet:127.0.0.1:8896\"", "old").unwrap();
         let new = Config::parse(
-            "socket = \"\"\npolicy_socket = \"inet:127.0.0.1:9896\"\nlog_level = \"debug\"",
+            "socket = \"\"\npolicy_socket = \"inet:127.0.0.1:9896\"\nlog_level = \"debug\"\nmetrics_listen = \"[::1]:9465\"",
             "new",
         )
         .unwrap();
         let new_level = new.log_level;
-        assert_eq!(old.restart_keys(&new), ["socket", "policy_socket"]);
+        assert_eq!(
+            old.restart_keys(&new),
+            ["socket", "policy_socket", "metrics_listen"]
+        );
         let kept = old.keep_restart_settings(new);
         assert_eq!(kept.socket, old.socket);
         assert_eq!(kept.policy_socket, old.policy_socket);
+        assert_eq!(kept.metrics_listen, None);
         assert_eq!(kept.log_level, new_level);
     }
 }

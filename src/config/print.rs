@@ -71,6 +71,10 @@ pub fn to_toml(config: &Config) -> String {
         "log_level = \"{}\"",
         config.log_level.as_str().to_ascii_lowercase()
     );
+    let metrics = config
+        .metrics_listen
+        .map_or(String::new(), |a| a.to_string());
+    let _ = writeln!(out, "metrics_listen = {}", toml_string(&metrics));
     let rules = |out: &mut String, header: &str, per_rule: &[Option<Action>; 3]| {
         if per_rule.iter().any(Option::is_some) {
             let _ = writeln!(out, "\n[{header}]");
@@ -160,6 +164,7 @@ mod tests {
              idle_timeout = \"2s\"
              socket = \"\"
              policy_socket = \"inet:[::1]:8896\"
+             metrics_listen = \"[::1]:9465\"
              [domains.\"Example.com\"]
              action = \"LOG\"
              [domains.\".example.net\"]

@@ -29,6 +29,7 @@ pub struct Settings {
     pub idle_timeout: String,
     pub stats_interval: String,
     pub log_level: String,
+    pub metrics_listen: String,
     /// Rule name → action, for every recipient domain without its own.
     pub rules: BTreeMap<String, String>,
     pub domains: BTreeMap<String, DomainSettings>,
@@ -62,6 +63,7 @@ impl Default for Settings {
             idle_timeout: "1h".into(),
             stats_interval: "1h".into(),
             log_level: "info".into(),
+            metrics_listen: String::new(),
             rules: BTreeMap::new(),
             domains: BTreeMap::new(),
         }

@@ -1,0 +1,352 @@
+//! The metrics endpoint (`metrics_listen`): `GET /metrics` in the Prometheus text format
+//! (version 0.0.4), read from `Stats` at each scrape. It keeps no counters of its own, so
+//! it cannot drift from the `event=stats` line.
+//!
+//! It runs on the milter's runtime, so it must never hold up mail: at most
+//! `MAX_CONNECTIONS` HTTP connections at once (one more is closed at once), one request
+//! per connection, `HEADER_TIMEOUT` to send the request head and `CONNECTION_TIMEOUT`
+//! for the whole connection. A scrape is a few dozen atomic loads and a string.
+
+use crate::{
+    shared::Shared,
+    stats::{FrontEnd, SessionError, Stats, ACTIONS, RCPT_ANSWER_BUCKETS, RULES},
+    verdict::Exemption,
+    VERSION,
+};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    body::Incoming, header, server::conn::http1, service::service_fn, Method, Request, Response,
+    StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use log::{debug, warn};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{prometheus_text, DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
+use std::{
+    convert::Infallible,
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+/// HTTP connections served at once; Prometheus needs one.
+pub const MAX_CONNECTIONS: usize = 16;
+/// From accept to the end of the request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// From accept to close.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const PATH: &str = "/metrics";
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let registry = Arc::new(registry(shared));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut last_full_warning: Option<Instant> = None;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: the milter needs them more.
+                debug!("event=metrics accept_error={:?}", e.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Closed at once: a flood of scrapers gets nothing, the mail goes on.
+            if last_full_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                warn!(
+                    "event=metrics peer={peer} closed reason=\"{MAX_CONNECTIONS} HTTP connections open already\""
+                );
+                last_full_warning = Some(Instant::now());
+            }
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let response = respond(&request, &registry);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!("event=metrics peer={peer} error={:?}", e.to_string()),
+                Err(_) => debug!("event=metrics peer={peer} closed reason=timeout"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The answer to one request: the metrics, 404 or 405.
+fn respond(request: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, text: &'static str| {
+        let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
+    if request.uri().path() != PATH {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found; the metrics are at /metrics\n",
+        );
+    }
+    if request.method() != Method::GET {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+        return response;
+    }
+    let mut text = String::with_capacity(8192);
+    if let Err(fmt::Error) = prometheus_text::encode(&mut text, registry) {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode\n");
+    }
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
+    );
+    response
+}
+
+/// The registry of every series, read from `shared` at each scrape.
+pub fn registry(shared: Arc<Shared>) -> Registry {
+    let mut registry = Registry::with_prefix("bogus_helo_milter");
+    registry.register_collector(Box::new(StatsCollector(shared)));
+    registry
+}
+
+/// `Stats` seen as Prometheus series: every label combination, zeros included, so that
+/// `rate()` and alerts work before the first event.
+struct StatsCollector(Arc<Shared>);
+
+impl fmt::Debug for StatsCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StatsCollector")
+    }
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let stats: &Stats = &self.0.stats;
+
+        let mut family = encoder.encode_descriptor(
+            "verdicts",
+            "Recipients refused, or that would have been (log) or were tagged, by front end, rule and action.",
+            None,
+            MetricType::Counter,
+        )?;
+        for via in FrontEnd::ALL {
+            for (outcome, action) in ACTIONS.iter().enumerate() {
+                for (rule, rule_name) in RULES.iter().enumerate() {
+                    let labels = [
+                        ("front_end", via.name()),
+                        ("rule", rule_name),
+                        ("action", action),
+                    ];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(
+                            &stats.matched(via, outcome, rule),
+                            None,
+                        )?;
+                }
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "exemptions",
+            "Recipients that a rule matched but an exemption let through, by front end and reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for via in FrontEnd::ALL {
+            for exemption in Exemption::ALL {
+                let labels = [("front_end", via.name()), ("reason", exemption.name())];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&stats.exempted(via, exemption), None)?;
+            }
+        }
+
+        let (ok, failed) = stats.reloads();
+        let mut family = encoder.encode_descriptor(
+            "config_reloads",
+            "Configuration reloads (SIGHUP) by result; a failed one keeps the configuration in force.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [("ok", ok), ("failed", failed)] {
+            family
+                .encode_family(&[("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+
+        encoder
+            .encode_descriptor(
+                "config_last_load_timestamp_seconds",
+                "Unix time of the last successful configuration load, at start or reload.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&stats.last_load())?;
+
+        let mut family = encoder.encode_descriptor(
+            "rcpt_answer_seconds",
+            "Time from a RCPT's arrival to its answer, by front end.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for via in FrontEnd::ALL {
+            let snapshot = stats.rcpt_answer(via);
+            let mut below = 0;
+            let buckets: Vec<(f64, u64)> = RCPT_ANSWER_BUCKETS
+                .iter()
+                .zip(snapshot.cumulative)
+                .map(|(&bound, cumulative)| {
+                    let n = cumulative - below;
+                    below = cumulative;
+                    (bound, n)
+                })
+                .collect();
+            family
+                .encode_family(&[("front_end", via.name())])?
+                .encode_histogram::<NoLabelSet>(
+                    snapshot.sum_seconds,
+                    snapshot.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "connections_open",
+            "MTA connections open now, by front end (milter sessions, policy service connections).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for via in FrontEnd::ALL {
+            family
+                .encode_family(&[("front_end", via.name())])?
+                .encode_gauge(&(stats.connections_open(via) as u64))?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "connections",
+            "MTA connections since start, by front end.",
+            None,
+            MetricType::Counter,
+        )?;
+        for via in FrontEnd::ALL {
+            family
+                .encode_family(&[("front_end", via.name())])?
+                .encode_counter::<NoLabelSet, _, u64>(&stats.connections_total(via), None)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "session_errors",
+            "MTA sessions closed on an error, by front end and reason (protocol, oversized, timeout, io).",
+            None,
+            MetricType::Counter,
+        )?;
+        for via in FrontEnd::ALL {
+            for reason in SessionError::ALL {
+                family
+                    .encode_family(&[("front_end", via.name()), ("reason", reason.name())])?
+                    .encode_counter::<NoLabelSet, _, u64>(
+                        &stats.session_errors(via, reason),
+                        None,
+                    )?;
+            }
+        }
+
+        encoder
+            .encode_descriptor(
+                "build_info",
+                "Always 1; the version of the milter in the label.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_family(&[("version", VERSION)])?
+            .encode_gauge(&1u64)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, verdict::Rule, verdict::Verdict};
+
+    fn scrape(shared: Arc<Shared>) -> String {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry(shared)).unwrap();
+        text
+    }
+
+    #[test]
+    fn every_series_from_the_start_and_values_from_stats() {
+        let config = Config::parse("", "test").unwrap();
+        let shared = Arc::new(Shared::new(config.policy));
+        let text = scrape(shared.clone());
+        // 2 front ends x 4 actions x 3 rules; 2 x 5 exemptions; 2 x 4 session errors.
+        let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(count("bogus_helo_milter_verdicts_total{"), 24, "{text}");
+        assert_eq!(count("bogus_helo_milter_exemptions_total{"), 10, "{text}");
+        assert_eq!(
+            count("bogus_helo_milter_session_errors_total{"),
+            8,
+            "{text}"
+        );
+        assert_eq!(
+            count("bogus_helo_milter_rcpt_answer_seconds_bucket{"),
+            28,
+            "{text}"
+        );
+        assert!(text.contains(
+            "bogus_helo_milter_verdicts_total{front_end=\"policy\",rule=\"rcpt-domain\",action=\"tag\"} 0\n"
+        ));
+        assert!(text.contains("# TYPE bogus_helo_milter_rcpt_answer_seconds histogram\n"));
+
+        shared
+            .stats
+            .count(FrontEnd::Policy, &Verdict::Tempfail(Rule::Ip));
+        shared
+            .stats
+            .answer_took(FrontEnd::Milter, Duration::from_micros(30));
+        let text = scrape(shared);
+        assert!(text.contains(
+            "bogus_helo_milter_verdicts_total{front_end=\"policy\",rule=\"ip\",action=\"tempfail\"} 1\n"
+        ));
+        assert!(text.contains(
+            "bogus_helo_milter_rcpt_answer_seconds_bucket{front_end=\"milter\",le=\"2.5e-05\"} 0\n"
+        ), "{text}");
+        assert!(text.contains(
+            "bogus_helo_milter_rcpt_answer_seconds_bucket{front_end=\"milter\",le=\"5e-05\"} 1\n"
+        ), "{text}");
+        assert!(text.contains(
+            "bogus_helo_milter_rcpt_answer_seconds_bucket{front_end=\"milter\",le=\"+Inf\"} 1\n"
+        ), "{text}");
+        assert!(text.contains(&format!(
+            "bogus_helo_milter_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+}
