@@ -183,12 +183,7 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
         }
     }
     let sent = unix_now();
-    if !prometheus.wait_scraped_after(sent, Duration::from_secs(30)) {
-        bed.problem(format!(
-            "no scrape after the last message{}",
-            prometheus.describe()
-        ));
-    }
+    prometheus.scraped_after(&mut bed, sent, "the last message");
 
     // --- Exactly what was sent. ---------------------------------------------------------
     let expected = [
@@ -295,7 +290,7 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
     if !line.contains("result=failed") {
         bed.problem(format!("a broken configuration was not refused: {line}"));
     }
-    prometheus.wait_scraped_after(unix_now(), Duration::from_secs(30));
+    prometheus.scraped_after(&mut bed, unix_now(), "the failed reload");
     prometheus.expect(
         &mut bed,
         "bogus_helo_milter_config_reloads_total{result=\"failed\"}",
@@ -322,7 +317,7 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
     if !line.contains("result=ok") {
         bed.problem(format!("the good configuration was not reloaded: {line}"));
     }
-    prometheus.wait_scraped_after(unix_now(), Duration::from_secs(30));
+    prometheus.scraped_after(&mut bed, unix_now(), "the good reload");
     prometheus.expect(
         &mut bed,
         "bogus_helo_milter_config_reloads_total{result=\"ok\"}",
@@ -591,10 +586,21 @@ scrape_configs:
         })
     }
 
-    /// Waits for a successful scrape that started after `t` (unix time): its samples
-    /// hold everything the milter counted before `t`.
+    /// Waits for a successful scrape that started after `t` (unix time), when `what`
+    /// was done; records a problem if none comes in 30 s.
+    fn scraped_after(&self, bed: &mut Bed, t: f64, what: &str) {
+        if !self.wait_scraped_after(t, Duration::from_secs(30)) {
+            bed.problem(format!("no scrape after {what}{}", self.describe()));
+        }
+        self.expect(bed, &format!("up{{job=\"{JOB}\"}}"), 1.0);
+    }
+
+    /// Waits for a scrape that started after `t` (unix time): its samples hold
+    /// everything the milter counted before `t` (if it succeeded: `up` says).
     fn wait_scraped_after(&self, t: f64, timeout: Duration) -> bool {
-        let query = format!("timestamp(up{{job=\"{JOB}\"}} == 1)");
+        // The sample's own time only for a plain selector: `timestamp(up == 1)` would
+        // give the query's time.
+        let query = format!("timestamp(up{{job=\"{JOB}\"}})");
         wait_until(timeout, || {
             let done = self.value(&query).is_some_and(|scraped| scraped > t);
             if !done {
