@@ -42,6 +42,11 @@
 //! started servers: VmRSS with `--idle-connections` (1,000) negotiated, connected, idle
 //! milter connections, before and after, in kB per connection.
 //!
+//! With `--metrics`, the real milter runs twice, with `metrics_listen` on (target
+//! `milter+m`) and off (`milter`), in alternating rounds like the others; during each
+//! round of `milter+m` a scraper GETs `/metrics` every second, so that the endpoint's cost
+//! counts, and the report adds the ratio on/off of sessions/s and of server CPU.
+//!
 //! Bounded: every session has a timeout, every round a duration; the servers it started
 //! are stopped (SIGTERM, then SIGKILL) when it ends, fails, panics or gets SIGINT/SIGTERM.
 //! It only talks to 127.0.0.1.
@@ -120,6 +125,10 @@ struct Args {
     /// Set TCP_NODELAY on the client side (Postfix does not).
     #[arg(long)]
     nodelay: bool,
+    /// Also run the real milter with `metrics_listen` on (target `milter+m`), scraped
+    /// every second during its rounds, and print the ratio of metrics on to off.
+    #[arg(long, requires = "milter")]
+    metrics: bool,
     /// Give up on a session after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     timeout: Duration,
@@ -383,6 +392,8 @@ struct Tally {
     errors: u64,
     mismatches: u64,
     rejected: u64,
+    /// Scrapes of /metrics during the rounds (`--metrics`).
+    scrapes: u64,
     latencies_us: Vec<u32>,
     connect_us: Vec<u32>,
     examples: Vec<String>,
@@ -400,6 +411,7 @@ impl Tally {
         self.errors += other.errors;
         self.mismatches += other.mismatches;
         self.rejected += other.rejected;
+        self.scrapes += other.scrapes;
         self.latencies_us.extend(other.latencies_us);
         self.connect_us.extend(other.connect_us);
         for example in other.examples {
@@ -677,6 +689,8 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
+    /// The metrics endpoint, scraped during the rounds (`--metrics`).
+    metrics: Option<SocketAddr>,
 }
 
 impl Server {
@@ -708,6 +722,7 @@ impl Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             log,
+            metrics: None,
         };
         server.wait_listening()?;
         Ok(server)
@@ -791,16 +806,26 @@ fn free_ports(n: usize) -> io::Result<Vec<u16>> {
         .collect()
 }
 
-/// The real milter's configuration with its `socket` line replaced.
-fn config_with_port(config: &Path, port: u16, out: &Path) -> Result<(), String> {
+/// The real milter's configuration with its `socket` line replaced, and `metrics_listen`
+/// set (before any table) when `metrics` is given.
+fn config_with_port(
+    config: &Path,
+    port: u16,
+    metrics: Option<SocketAddr>,
+    out: &Path,
+) -> Result<(), String> {
     let text = fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
     let mut new = format!("socket = \"inet:127.0.0.1:{port}\"\n");
+    if let Some(addr) = metrics {
+        new.push_str(&format!("metrics_listen = \"{addr}\"\n"));
+    }
     for line in text.lines() {
         let key = line.trim_start();
-        let is_socket = key
-            .strip_prefix("socket")
-            .is_some_and(|rest| rest.trim_start().starts_with('='));
-        if !is_socket {
+        let is_key = |name: &str| {
+            key.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        if !is_key("socket") && !is_key("metrics_listen") {
             new.push_str(line);
             new.push('\n');
         }
@@ -879,6 +904,10 @@ async fn run_round(target: &Target, concurrency: usize, args: &Args) -> Result<R
     let client0 = cpu_ticks("self");
     let start = Instant::now();
     let deadline = start + args.duration;
+    let scraper = target
+        .server
+        .metrics
+        .map(|addr| tokio::spawn(scrape_every_second(addr, deadline)));
     let mut workers = JoinSet::new();
     for _ in 0..concurrency {
         workers.spawn(worker(load.clone(), deadline));
@@ -888,6 +917,16 @@ async fn run_round(target: &Target, concurrency: usize, args: &Args) -> Result<R
         tally.merge(result.map_err(|e| format!("load generator task failed: {e}"))?);
     }
     let elapsed = start.elapsed();
+    if let Some(scraper) = scraper {
+        let (scrapes, failed) = scraper
+            .await
+            .map_err(|e| format!("scraper task failed: {e}"))?;
+        tally.scrapes += scrapes;
+        if failed > 0 {
+            tally.errors += failed;
+            tally.note(format!("{failed} scrapes of /metrics failed"));
+        }
+    }
     // Let the server finish the last quits before reading its CPU time.
     sleep(Duration::from_millis(30)).await;
     Ok(Round {
@@ -896,6 +935,31 @@ async fn run_round(target: &Target, concurrency: usize, args: &Args) -> Result<R
         server_ticks: cpu_ticks(&pid).saturating_sub(server0),
         client_ticks: cpu_ticks("self").saturating_sub(client0),
     })
+}
+
+/// GETs `/metrics` at `addr` every second (the first at once) until `deadline`, as
+/// Prometheus would with a 1 s scrape interval; returns the scrapes done and failed.
+async fn scrape_every_second(addr: SocketAddr, deadline: Instant) -> (u64, u64) {
+    let (mut done, mut failed) = (0, 0);
+    let mut next = Instant::now();
+    while next < deadline {
+        let scrape = async {
+            let mut stream = TcpStream::connect(addr).await?;
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+                .await?;
+            let mut response = Vec::with_capacity(16 * 1024);
+            stream.read_to_end(&mut response).await?;
+            io::Result::Ok(response.starts_with(b"HTTP/1.1 200 "))
+        };
+        match timeout(Duration::from_secs(5), scrape).await {
+            Ok(Ok(true)) => done += 1,
+            _ => failed += 1,
+        }
+        next += Duration::from_secs(1);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    (done, failed)
 }
 
 /// Opens `n` negotiated, connected, idle milter connections and returns VmRSS before and
@@ -1009,6 +1073,9 @@ async fn bench(mut args: Args) -> Result<bool, String> {
     let mut specs: Vec<(&str, PathBuf, Vec<String>, Expect)> = Vec::new();
     if let (Some(milter), Some(_)) = (&args.milter, &args.config) {
         specs.push(("milter", milter.clone(), vec![], Expect::Verdicts));
+        if args.metrics {
+            specs.push((METRICS_ON, milter.clone(), vec![], Expect::Verdicts));
+        }
     }
     if let Some(null) = &args.null {
         specs.push((
@@ -1038,27 +1105,33 @@ async fn bench(mut args: Args) -> Result<bool, String> {
         return Err("nothing to measure: give --milter/--config, --null or --libmilter".into());
     }
 
-    let ports = free_ports(specs.len()).map_err(|e| format!("free ports: {e}"))?;
+    // One more port for the metrics endpoint.
+    let mut ports = free_ports(specs.len() + 1).map_err(|e| format!("free ports: {e}"))?;
+    let metrics_port = ports.pop().unwrap_or_default();
     let mut targets = Vec::new();
     for ((name, program, spec_args, expect), port) in specs.into_iter().zip(ports) {
+        let metrics =
+            (name == METRICS_ON).then(|| SocketAddr::from(([127, 0, 0, 1], metrics_port)));
         let mut run_args: Vec<String> = spec_args
             .iter()
             .map(|a| a.replace("{port}", &port.to_string()))
             .collect();
         let mut log = dir.path().join(format!("{name}.log"));
-        if name == "milter" {
-            let config = dir.path().join("milter.conf");
+        if name == "milter" || name == METRICS_ON {
+            let config = dir.path().join(format!("{name}.conf"));
             config_with_port(
                 args.config.as_deref().unwrap_or(Path::new("")),
                 port,
+                metrics,
                 &config,
             )?;
             run_args = vec!["-c".into(), config.display().to_string()];
-            if let Some(path) = &args.milter_log {
+            if let (Some(path), "milter") = (&args.milter_log, name) {
                 log = path.clone();
             }
         }
-        let server = Server::start(name, &program, &run_args, port, log)?;
+        let mut server = Server::start(name, &program, &run_args, port, log)?;
+        server.metrics = metrics;
         let probe = timeout(args.timeout, Mta::open(server.addr, args.nodelay))
             .await
             .map_err(|_| format!("{name}: option negotiation timed out"))?
@@ -1115,6 +1188,9 @@ async fn bench(mut args: Args) -> Result<bool, String> {
 
     Ok(report(&mut targets, &args, tick))
 }
+
+/// The target name of the real milter with `metrics_listen` on (`--metrics`).
+const METRICS_ON: &str = "milter+m";
 
 /// Prints the results; returns whether every session went as expected.
 fn report(targets: &mut [Target], args: &Args, tick: u64) -> bool {
@@ -1183,7 +1259,28 @@ fn report(targets: &mut [Target], args: &Args, tick: u64) -> bool {
     }
 
     let names: Vec<&str> = targets.iter().map(|t| t.server.name.as_str()).collect();
-    if names.first() == Some(&"milter") && names.len() > 1 {
+    if let Some(on) = names.iter().position(|n| *n == METRICS_ON) {
+        let scrapes: u64 = targets[on].tallies.iter().map(|t| t.scrapes).sum();
+        let _ = writeln!(
+            out,
+            "\nmetrics on / off ({METRICS_ON} / milter; {scrapes} scrapes of /metrics, one a second during its rounds):"
+        );
+        for (ci, &concurrency) in args.concurrency.iter().enumerate() {
+            let (off_rate, off_cpu) = summary[ci][0];
+            let (on_rate, on_cpu) = summary[ci][on];
+            let _ = writeln!(
+                out,
+                "{concurrency:>5}   sessions/s {:.3}x, server cpu per session {:.3}x",
+                on_rate / off_rate.max(f64::MIN_POSITIVE),
+                on_cpu / off_cpu.max(f64::MIN_POSITIVE)
+            );
+        }
+    }
+    if names.first() == Some(&"milter")
+        && names
+            .iter()
+            .any(|n| n.starts_with("null") || *n == "libmilter")
+    {
         let _ = writeln!(
             out,
             "\nratios, milter / baseline (sessions/s; server CPU per session):"
@@ -1192,6 +1289,9 @@ fn report(targets: &mut [Target], args: &Args, tick: u64) -> bool {
             let (rate, cpu) = summary[ci][0];
             let mut line = format!("{concurrency:>5}  ");
             for (bi, name) in names.iter().enumerate().skip(1) {
+                if *name == METRICS_ON {
+                    continue;
+                }
                 let (base_rate, base_cpu) = summary[ci][bi];
                 let _ = write!(
                     line,
@@ -1225,7 +1325,10 @@ fn report(targets: &mut [Target], args: &Args, tick: u64) -> bool {
             }
         }
         if let Some(milter) = targets.iter().find(|t| t.server.name == "milter") {
-            for base in targets.iter().filter(|t| t.server.name != "milter") {
+            for base in targets
+                .iter()
+                .filter(|t| t.server.name != "milter" && t.server.name != METRICS_ON)
+            {
                 if let (Some((_, m_after)), Some((_, b_after)), Some(m_per), Some(b_per)) =
                     (milter.rss, base.rss, per_conn(milter), per_conn(base))
                 {

@@ -8,12 +8,12 @@ use crate::{
     policy::Policy,
     recipient::Recipient,
     shared::{LiveSession, Shared},
-    stats::FrontEnd,
+    stats::{FrontEnd, SessionError},
     verdict::{decide, Connection, Reply, TagHeader, Verdict},
 };
 use indymilter::{
     Actions as MtaActions, Callbacks, Context, ContextActions, EomContext, MacroStage, Macros,
-    NegotiateContext, ProtoOpts, SetErrorReply, SocketInfo, Status,
+    NegotiateContext, ProtoOpts, SessionErrorKind, SetErrorReply, SocketInfo, Status,
 };
 use log::{debug, error, info};
 use std::{
@@ -50,6 +50,7 @@ const RCPT_MACROS: &str = "i";
 
 pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let negotiate_shared = shared.clone();
+    let error_shared = shared.clone();
     Callbacks::new()
         .on_negotiate(move |cx, _, mta_opts| {
             Box::pin(negotiate(cx, mta_opts, negotiate_shared.clone()))
@@ -61,6 +62,16 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
         .on_eom(|cx| Box::pin(eom(cx)))
         .on_abort(|cx| Box::pin(end_message(&mut cx.data)))
         .on_close(|cx| Box::pin(close(cx)))
+        // indymilter has logged it (`event=session_error`, patches/README.md).
+        .on_session_error(move |kind| {
+            let reason = match kind {
+                SessionErrorKind::Protocol => SessionError::Protocol,
+                SessionErrorKind::Oversized => SessionError::Oversized,
+                SessionErrorKind::Timeout => SessionError::Timeout,
+                SessionErrorKind::Io => SessionError::Io,
+            };
+            error_shared.stats.session_error(FrontEnd::Milter, reason);
+        })
 }
 
 async fn negotiate(

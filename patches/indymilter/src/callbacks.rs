@@ -124,6 +124,9 @@ pub struct Callbacks<T: Send> {
     /// The callback for the `unknown` stage.
     pub unknown:
         Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>, CString) -> CallbackFuture<'cx> + Send + Sync>>,
+    /// Called when a session ends on an error, with its kind (not on the milter's
+    /// shutdown, nor when the peer closed the connection between commands).
+    pub session_error: Option<Box<dyn Fn(SessionErrorKind) + Send + Sync>>,
 }
 
 impl<T: Send> Callbacks<T> {
@@ -143,6 +146,7 @@ impl<T: Send> Callbacks<T> {
             abort: None,
             close: None,
             unknown: None,
+            session_error: None,
         }
     }
 
@@ -262,4 +266,27 @@ impl<T: Send> Callbacks<T> {
         self.unknown = Some(Box::new(callback));
         self
     }
+
+    /// Configures the function called when a session ends on an error.
+    pub fn on_session_error(
+        mut self,
+        callback: impl Fn(SessionErrorKind) + Send + Sync + 'static,
+    ) -> Self {
+        self.session_error = Some(Box::new(callback));
+        self
+    }
+}
+
+/// Why a session ended on an error.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum SessionErrorKind {
+    /// The peer broke the milter protocol: an unknown or unparsable command, an
+    /// unsupported version, actions or options.
+    Protocol,
+    /// A packet longer than the protocol allows.
+    Oversized,
+    /// The connection timeout expired.
+    Timeout,
+    /// Any other I/O error on the connection.
+    Io,
 }

@@ -58,7 +58,7 @@ mod proto_util;
 mod session;
 
 pub use crate::{
-    callbacks::{CallbackFuture, Callbacks, Status},
+    callbacks::{CallbackFuture, Callbacks, SessionErrorKind, Status},
     config::Config,
     context::{
         ActionError, Context, ContextActions, EomActions, EomContext, NegotiateContext,

@@ -15,7 +15,7 @@
 // this program. If not, see <https://www.gnu.org/licenses/>.
 
 use crate::{
-    callbacks::{Callbacks, Status},
+    callbacks::{Callbacks, SessionErrorKind, Status},
     config::Config,
     connection::Connection,
     context::{Context, EomContext, NegotiateContext, ReplyCode},
@@ -197,6 +197,18 @@ impl Error for SessionError {
     }
 }
 
+impl SessionError {
+    fn kind(&self) -> SessionErrorKind {
+        match self {
+            // `message::read` refuses a packet longer than the maximum with this kind.
+            Self::Io(e) if e.kind() == io::ErrorKind::InvalidData => SessionErrorKind::Oversized,
+            Self::Io(e) if e.kind() == io::ErrorKind::TimedOut => SessionErrorKind::Timeout,
+            Self::Io(_) | Self::MilterShutDown => SessionErrorKind::Io,
+            _ => SessionErrorKind::Protocol,
+        }
+    }
+}
+
 impl From<io::Error> for SessionError {
     fn from(error: io::Error) -> Self {
         Self::Io(error)
@@ -221,6 +233,7 @@ pub fn spawn<S, T>(
     T: Send + 'static,
 {
     let callbacks = callbacks.clone();
+    let hooks = callbacks.clone();
 
     let shutdown = shutdown_sender.subscribe();
 
@@ -248,6 +261,9 @@ pub fn spawn<S, T>(
             Err(e) => {
                 // A broken or hostile peer: worth one line in the mail log.
                 warn!("event=session_error error={:?}", e.to_string());
+                if let Some(hook) = &hooks.session_error {
+                    hook(e.kind());
+                }
             }
         }
 
@@ -762,6 +778,20 @@ fn ensure_buffer_present(cmd: CommandKind, buf: &[u8]) -> SessionResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_error_kinds() {
+        let io = |kind: io::ErrorKind| SessionError::Io(kind.into()).kind();
+        assert_eq!(io(io::ErrorKind::InvalidData), SessionErrorKind::Oversized);
+        assert_eq!(io(io::ErrorKind::TimedOut), SessionErrorKind::Timeout);
+        assert_eq!(io(io::ErrorKind::ConnectionReset), SessionErrorKind::Io);
+        assert_eq!(SessionError::UnknownCommand(b'Z').kind(), SessionErrorKind::Protocol);
+        assert_eq!(SessionError::BufferEmpty.kind(), SessionErrorKind::Protocol);
+        assert_eq!(
+            SessionError::ParseCommand(ParseCommandError::InvalidSocketAddr).kind(),
+            SessionErrorKind::Protocol
+        );
+    }
 
     #[test]
     fn can_reach_ok() {
