@@ -1,7 +1,8 @@
 //! End-to-end tests: the built milter behind a private Postfix and a private Sendmail,
 //! driven over SMTP by a small client, checking the replies a sender sees.
 //!
-//! `policy` runs the cases again through the policy service behind Postfix.
+//! `policy` runs the cases again through the policy service behind Postfix. `prometheus`
+//! checks the metrics endpoint through Debian's Prometheus (`bash .ci/install-prometheus`).
 //!
 //! Every case runs against both MTAs (`postfix::<case>` and `sendmail::<case>`). They need
 //! postfix, m4, sendmail-cf and an unpacked sendmail-bin (`bash .ci/install-mtas`), so they
@@ -18,6 +19,7 @@ mod faults;
 mod macros_seen;
 mod percent;
 mod policy;
+mod prometheus;
 
 use common::mta::Kind;
 
