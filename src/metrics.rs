@@ -174,11 +174,12 @@ impl Collector for StatsCollector {
         )?;
         for via in FrontEnd::ALL {
             for (outcome, action) in ACTIONS.iter().enumerate() {
+                let action = action.to_string();
                 for (rule, rule_name) in RULES.iter().enumerate() {
                     let labels = [
                         ("front_end", via.name()),
                         ("rule", rule_name),
-                        ("action", action),
+                        ("action", action.as_str()),
                     ];
                     family
                         .encode_family(&labels)?
@@ -239,10 +240,10 @@ impl Collector for StatsCollector {
             let buckets: Vec<(f64, u64)> = RCPT_ANSWER_BUCKETS
                 .iter()
                 .zip(snapshot.cumulative)
-                .map(|(&bound, cumulative)| {
+                .map(|(&nanos, cumulative)| {
                     let n = cumulative - below;
                     below = cumulative;
-                    (bound, n)
+                    (nanos as f64 / 1e9, n)
                 })
                 .collect();
             family
