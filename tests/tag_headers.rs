@@ -295,3 +295,82 @@ async fn an_mta_without_header_changes_gets_tag_as_log() {
         milter.log()
     );
 }
+
+/// The policy service, which cannot remove headers, writes `tag_key` at the end of its
+/// header (past the 200 characters Postfix logs of a header it replaces) for README's
+/// `header_checks` map; the key is never logged.
+#[test]
+fn policy_service_appends_tag_key_past_what_postfix_logs() {
+    use std::io::{BufRead, BufReader, Write};
+    const KEY: &str = "Test_key-0123456789abcdef";
+    let config = format!("trusted_networks = []\ntag_key = \"{KEY}\"\n[rules]\nip = \"tag\"\n");
+    let service = Milter::start_policy(&config, false);
+    let stream = std::net::TcpStream::connect(service.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (&stream)
+        .write_all(
+            b"request=smtpd_access_policy\nprotocol_state=RCPT\nhelo_name=[192.0.2.9]\n\
+              client_address=198.51.100.7\nrecipient=a@example.com\ninstance=1.1\n\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).unwrap();
+    let prepend = format!("action=PREPEND X-Bogus-HELO: {OURS}");
+    let header = answer
+        .strip_prefix("action=PREPEND ")
+        .unwrap_or_else(|| panic!("{answer:?}"))
+        .trim_end_matches('\n');
+    assert!(answer.starts_with(&prepend), "{answer:?}");
+    let key_at = header.find(" key=").unwrap_or_else(|| panic!("{answer:?}"));
+    assert!(key_at >= 200, "{answer:?}");
+    assert_eq!(&header[key_at..], format!(" key={KEY}"));
+    // Ours, then only spaces up to the key.
+    assert_eq!(header[..key_at].trim_end(), format!("X-Bogus-HELO: {OURS}"));
+    let log = service.log();
+    assert!(log.contains("action=tag rule=ip"), "{log}");
+    assert!(!log.contains(KEY), "{log}");
+}
+
+/// A `tag_key` that is short or holds a character a regexp would read is a config
+/// error, which names the key but not the secret.
+#[test]
+fn a_bad_tag_key_is_an_error_that_does_not_show_it() {
+    for key in [
+        "short-key",
+        "with spaces and dots.......",
+        "regexp$(chars)[0123456789]",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("milter.conf");
+        std::fs::write(&path, format!("tag_key = \"{key}\"\n")).unwrap();
+        let out = std::process::Command::new(common::milter::BIN)
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "tag_key = \"({} characters, not shown)\": must be 16 to 128 letters, digits, '-' or '_'",
+                key.len()
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(key), "{stderr}");
+    }
+    // A good one reads back with -t.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("milter.conf");
+    std::fs::write(&path, "tag_key = \"0123456789abcdef-_XY\"\n").unwrap();
+    let out = std::process::Command::new(common::milter::BIN)
+        .args(["-t", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\ntag_key = \"0123456789abcdef-_XY\"\n"));
+}
