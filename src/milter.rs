@@ -71,7 +71,7 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
         .on_helo(|cx, helo| Box::pin(helo_cb(cx, helo)))
         .on_mail(|cx, _| Box::pin(mail(cx)))
         .on_rcpt(move |cx, args| Box::pin(rcpt(cx, args, shared.clone())))
-        // Called only in sessions that negotiated header changes (NO_HEADER otherwise).
+        // Asked for only where this session may change headers (NO_HEADER otherwise).
         .on_header(|cx, name, _| Box::pin(header(cx, name)))
         .on_eom(move |cx| Box::pin(eom(cx, eom_shared.clone())))
         .on_abort(|cx| Box::pin(end_message(&mut cx.data)))

@@ -116,7 +116,9 @@ fn policy_forged_headers_removed_by_header_checks() {
     let map = dir.path().join("bogus-helo-header-checks");
     std::fs::write(&map, HEADER_CHECKS.replace("TAG_KEY", KEY)).unwrap();
     {
+        // As README advises: the map readable by root only (cleanup opens it as root).
         use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&map, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let main_cf = HEADER_CHECKS_MAIN_CF.replace(
