@@ -297,6 +297,8 @@ impl Collector for StatsCollector {
             }
         }
 
+        encode_header_series(stats, &mut encoder)?;
+
         encoder
             .encode_descriptor(
                 "build_info",
@@ -308,6 +310,31 @@ impl Collector for StatsCollector {
             .encode_gauge(&1u64)?;
         Ok(())
     }
+}
+
+/// The milter's header work besides tagging (issue 19): forged headers removed, and
+/// sessions where `tag` acted as `log`.
+fn encode_header_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let via = FrontEnd::Milter;
+    encoder
+        .encode_descriptor(
+            "forged_headers_removed",
+            "Incoming X-Bogus-HELO headers removed (while some setting uses tag), by front end.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_family(&[("front_end", via.name())])?
+        .encode_counter::<NoLabelSet, _, u64>(&stats.forged_headers(via), None)?;
+    encoder
+        .encode_descriptor(
+            "tag_unavailable_sessions",
+            "Sessions in which some setting uses tag but the MTA offered no header changes, so tag acted as log, by front end.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_family(&[("front_end", via.name())])?
+        .encode_counter::<NoLabelSet, _, u64>(&stats.tag_unavailable_sessions(via), None)?;
+    Ok(())
 }
 
 #[cfg(test)]

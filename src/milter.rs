@@ -15,7 +15,7 @@ use indymilter::{
     Actions as MtaActions, Callbacks, Context, ContextActions, EomContext, MacroStage, Macros,
     NegotiateContext, ProtoOpts, SessionErrorKind, SetErrorReply, SocketInfo, Status,
 };
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use std::{
     ffi::{CStr, CString},
     sync::Arc,
@@ -33,6 +33,12 @@ pub(crate) struct Session {
     no_reply: ProtoOpts,
     /// The `X-Bogus-HELO` value for this message, once a recipient was tagged.
     tag: Option<String>,
+    /// Whether this session may add and remove headers: some setting tags and the MTA
+    /// offered both. Where a setting tags but this is false, `tag` acts as `log`.
+    header_changes: bool,
+    /// The incoming headers of our name in this message (indices 1 to this, as the MTA
+    /// counts them), which `eom` removes.
+    forged: i32,
     _live: LiveSession,
 }
 
@@ -51,15 +57,23 @@ const RCPT_MACROS: &str = "i";
 pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let negotiate_shared = shared.clone();
     let error_shared = shared.clone();
+    let eom_shared = shared.clone();
     Callbacks::new()
-        .on_negotiate(move |cx, _, mta_opts| {
-            Box::pin(negotiate(cx, mta_opts, negotiate_shared.clone()))
+        .on_negotiate(move |cx, mta_actions, mta_opts| {
+            Box::pin(negotiate(
+                cx,
+                mta_actions,
+                mta_opts,
+                negotiate_shared.clone(),
+            ))
         })
         .on_connect(|cx, _, socket| Box::pin(connect(cx, socket)))
         .on_helo(|cx, helo| Box::pin(helo_cb(cx, helo)))
         .on_mail(|cx, _| Box::pin(mail(cx)))
         .on_rcpt(move |cx, args| Box::pin(rcpt(cx, args, shared.clone())))
-        .on_eom(|cx| Box::pin(eom(cx)))
+        // Asked for only where this session may change headers (NO_HEADER otherwise).
+        .on_header(|cx, name, _| Box::pin(header(cx, name)))
+        .on_eom(move |cx| Box::pin(eom(cx, eom_shared.clone())))
         .on_abort(|cx| Box::pin(end_message(&mut cx.data)))
         .on_close(|cx| Box::pin(close(cx)))
         // indymilter has logged it (`event=session_error`, patches/README.md).
@@ -76,13 +90,17 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
 
 async fn negotiate(
     cx: &mut NegotiateContext<Session>,
+    mta_actions: MtaActions,
     mta_opts: ProtoOpts,
     shared: Arc<Shared>,
 ) -> Status {
-    // Only RCPT needs an answer; connect, HELO and MAIL always go on, so the MTA need
-    // not wait for them (a round trip each). Requested only where the MTA offers it.
-    let no_reply =
-        mta_opts & (ProtoOpts::NOREPLY_CONNECT | ProtoOpts::NOREPLY_HELO | ProtoOpts::NOREPLY_MAIL);
+    // Only RCPT needs an answer; connect, HELO, MAIL and the headers always go on, so the
+    // MTA need not wait for them (a round trip each).
+    let no_reply = mta_opts
+        & (ProtoOpts::NOREPLY_CONNECT
+            | ProtoOpts::NOREPLY_HELO
+            | ProtoOpts::NOREPLY_MAIL
+            | ProtoOpts::NOREPLY_HEADER);
     cx.requested_opts |= no_reply;
     for (stage, names) in [
         (MacroStage::Connect, CONNECT_MACROS),
@@ -94,22 +112,52 @@ async fn negotiate(
         }
     }
     let policy = shared.policy();
-    // The only message change the milter ever makes, asked for only where some setting
-    // tags (indymilter's default asks for everything the MTA offers).
-    cx.requested_actions = if policy.uses_tag() {
-        MtaActions::ADD_HEADER
+    // Message changes are asked for only where some setting tags (indymilter's default
+    // asks for everything the MTA offers): adding our header, and removing the ones a
+    // sender forged, which needs the headers.
+    let wanted = MtaActions::ADD_HEADER | MtaActions::CHANGE_HEADER;
+    let header_changes = policy.uses_tag() && mta_actions.contains(wanted);
+    if header_changes {
+        cx.requested_actions = wanted;
     } else {
-        MtaActions::empty()
-    };
+        cx.requested_actions = MtaActions::empty();
+        cx.requested_opts |= ProtoOpts::NO_HEADER;
+        if policy.uses_tag() {
+            // Refusing the session instead would send all mail to the MTA's default
+            // action: tag acts as log here, and says so once.
+            shared.stats.tag_unavailable(FrontEnd::Milter);
+            warn!(
+                "event=negotiate tag=log reason=\"the MTA does not offer header changes\" missing={:?} via=milter",
+                missing_actions(mta_actions & wanted)
+            );
+        }
+    }
+    // Ask only for what is offered: an option the MTA lacks fails the negotiation.
+    cx.requested_opts &= mta_opts;
     cx.data = Some(Session {
         policy,
         conn: Connection::default(),
         helo_text: String::new(),
-        no_reply,
+        no_reply: cx.requested_opts & no_reply,
         tag: None,
+        header_changes,
+        forged: 0,
         _live: LiveSession::new(shared, FrontEnd::Milter),
     });
     Status::Continue
+}
+
+/// `add_header,change_header`: the header actions missing from `offered`.
+fn missing_actions(offered: MtaActions) -> String {
+    [
+        (MtaActions::ADD_HEADER, "add_header"),
+        (MtaActions::CHANGE_HEADER, "change_header"),
+    ]
+    .iter()
+    .filter(|(action, _)| !offered.contains(*action))
+    .map(|(_, name)| *name)
+    .collect::<Vec<_>>()
+    .join(",")
 }
 
 fn macro_str<'a>(macros: &'a Macros, name: &CStr) -> Option<std::borrow::Cow<'a, str>> {
@@ -148,6 +196,17 @@ async fn helo_cb(cx: &mut Context<Session>, helo: CString) -> Status {
     go_on(&cx.data, ProtoOpts::NOREPLY_HELO)
 }
 
+/// Counts the incoming headers of our name, whoever wrote them: none is ours yet.
+async fn header(cx: &mut Context<Session>, name: CString) -> Status {
+    if let Some(session) = cx.data.as_mut() {
+        let name = name.to_string_lossy();
+        if session.header_changes && name.trim().eq_ignore_ascii_case(TagHeader::NAME) {
+            session.forged = session.forged.saturating_add(1);
+        }
+    }
+    go_on(&cx.data, ProtoOpts::NOREPLY_HEADER)
+}
+
 async fn mail(cx: &mut Context<Session>) -> Status {
     if let Some(session) = cx.data.as_mut() {
         session.conn.authenticated = macro_str(&cx.macros, c"{auth_authen}").is_some();
@@ -170,7 +229,11 @@ fn answer_rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: &Shared) -
     };
     let arg = arg.to_string_lossy();
     let rcpt = Recipient::parse(&arg);
-    let verdict = decide(&session.policy, &session.conn, &rcpt);
+    // Without header changes, tag acts as log: counted and logged as what was done.
+    let (verdict, untagged) = match decide(&session.policy, &session.conn, &rcpt) {
+        Verdict::Tag(rule) if !session.header_changes => (Verdict::Log(rule), true),
+        verdict => (verdict, false),
+    };
     shared.stats.count(FrontEnd::Milter, &verdict);
 
     let describe = || {
@@ -208,6 +271,15 @@ fn answer_rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: &Shared) -
             // One header per message: the rule is the HELO's, the same for every
             // recipient it matches.
             session.tag.get_or_insert(value);
+            return Status::Continue;
+        }
+        Verdict::Log(rule) if untagged => {
+            let value = TagHeader::value(rule, &session.helo_text, session.conn.client);
+            info!(
+                "action=log {} would_tag={} reason=\"the MTA does not offer header changes\" via=milter",
+                describe(),
+                quote(&format!("{}: {value}", TagHeader::NAME))
+            );
             return Status::Continue;
         }
         Verdict::Log(_) => ("log", Status::Continue),
@@ -249,7 +321,14 @@ fn answer_rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: &Shared) -
     }
 }
 
-async fn eom(cx: &mut EomContext<Session>) -> Status {
+async fn eom(cx: &mut EomContext<Session>, shared: Arc<Shared>) -> Status {
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    let forged = std::mem::take(&mut session.forged);
+    if forged > 0 {
+        remove_forged(cx, forged, &shared).await;
+    }
     if let Some(value) = cx.data.as_mut().and_then(|session| session.tag.take()) {
         if let Err(e) = cx.actions.add_header(TagHeader::NAME, value).await {
             // The recipients were accepted already; the message goes on untagged.
@@ -259,10 +338,50 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     end_message(&mut cx.data).await
 }
 
+/// Removes the `forged` incoming headers of our name, so that the only one that leaves
+/// is ours. The highest index first: Postfix counts the headers left at each request.
+async fn remove_forged(cx: &EomContext<Session>, forged: i32, shared: &Shared) {
+    let mut removed = 0;
+    for index in (1..=forged).rev() {
+        match cx
+            .actions
+            .change_header(TagHeader::NAME, index, None::<CString>)
+            .await
+        {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                error!(
+                    "event=header_removed result=failed index={index} error={:?}",
+                    e.to_string()
+                );
+                break;
+            }
+        }
+    }
+    shared
+        .stats
+        .forged_headers_removed(FrontEnd::Milter, removed);
+    let Some(session) = cx.data.as_ref() else {
+        return;
+    };
+    let client = session
+        .conn
+        .client
+        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+    let queue_id = macro_str(&cx.macros, c"i")
+        .map_or_else(String::new, |id| format!(" queue_id={}", quote(&id)));
+    info!(
+        "event=header_removed header={} count={removed} client={client} helo={}{queue_id} via=milter",
+        TagHeader::NAME,
+        quote(&session.helo_text),
+    );
+}
+
 async fn end_message(data: &mut Option<Session>) -> Status {
     if let Some(session) = data.as_mut() {
         session.conn.authenticated = false;
         session.tag = None;
+        session.forged = 0;
     }
     Status::Continue
 }

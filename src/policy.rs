@@ -215,6 +215,9 @@ pub struct Policy {
     pub skip_authenticated: bool,
     /// Appended to every reply text when set.
     pub reply_url: Option<String>,
+    /// Appended (` key=...`) to the policy service's tag header, for Postfix's
+    /// `header_checks` to tell it from a forged one (README, "The tag header").
+    pub tag_key: Option<String>,
 }
 
 /// The local parts that RFC 2142 asks every domain to accept, exempt by default.
@@ -239,6 +242,7 @@ impl Default for Policy {
             ]),
             skip_authenticated: true,
             reply_url: None,
+            tag_key: None,
         }
     }
 }

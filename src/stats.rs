@@ -162,6 +162,16 @@ pub struct Stats {
     reloads_failed: AtomicU64,
     /// Unix time in milliseconds of the last successful load; 0 before the first.
     last_load_millis: AtomicU64,
+    headers: HeaderCounters,
+}
+
+/// What the milter did to headers besides tagging, per front end (only the milter can).
+#[derive(Debug, Default)]
+struct HeaderCounters {
+    /// Incoming headers of our name removed.
+    forged_removed: [AtomicU64; FrontEnd::ALL.len()],
+    /// Sessions in which some setting tags but the MTA offered no header changes.
+    tag_unavailable: [AtomicU64; FrontEnd::ALL.len()],
 }
 
 impl Stats {
@@ -267,8 +277,27 @@ impl Stats {
     }
 }
 
-/// `rejected_own_ip=0 rejected_ip=2 ... exempted_whitelist=1 ...`: the sums over the
-/// front ends.
+impl Stats {
+    pub fn forged_headers_removed(&self, via: FrontEnd, n: u64) {
+        self.headers.forged_removed[via.index()].fetch_add(n, Relaxed);
+    }
+
+    pub fn forged_headers(&self, via: FrontEnd) -> u64 {
+        self.headers.forged_removed[via.index()].load(Relaxed)
+    }
+
+    /// A session in which `tag` acts as `log`: the MTA did not offer header changes.
+    pub fn tag_unavailable(&self, via: FrontEnd) {
+        self.headers.tag_unavailable[via.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn tag_unavailable_sessions(&self, via: FrontEnd) -> u64 {
+        self.headers.tag_unavailable[via.index()].load(Relaxed)
+    }
+}
+
+/// `rejected_own_ip=0 rejected_ip=2 ... exempted_whitelist=1 ... forged_headers_removed=0
+/// tag_unavailable_sessions=0`: the sums over the front ends.
 impl Display for Stats {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let mut sep = "";
@@ -289,7 +318,15 @@ impl Display for Stats {
                 .sum();
             write!(f, " exempted_{}={n}", exemption.name())?;
         }
-        Ok(())
+        let sum = |count: fn(&Self, FrontEnd) -> u64| -> u64 {
+            FrontEnd::ALL.iter().map(|&via| count(self, via)).sum()
+        };
+        write!(
+            f,
+            " forged_headers_removed={} tag_unavailable_sessions={}",
+            sum(Self::forged_headers),
+            sum(Self::tag_unavailable_sessions)
+        )
     }
 }
 
@@ -318,7 +355,8 @@ mod tests {
              logged_own_ip=1 logged_ip=0 logged_rcpt_domain=0 \
              tagged_own_ip=0 tagged_ip=0 tagged_rcpt_domain=0 \
              exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 \
-             exempted_role_account=0 exempted_off=1"
+             exempted_role_account=0 exempted_off=1 \
+             forged_headers_removed=0 tag_unavailable_sessions=0"
         );
         assert_eq!(stats.matched(FrontEnd::Policy, 0, 1), 1);
         assert_eq!(stats.matched(milter, 0, 1), 1);

@@ -640,6 +640,57 @@ fn milter_session_errors_by_reason() {
     assert_eq!(milter.log().matches("event=session_error").count(), 4);
 }
 
+/// Issue 19: forged `X-Bogus-HELO` headers removed, and sessions whose MTA offered no
+/// header changes (tag acts as log), counted from the start.
+#[tokio::test]
+async fn forged_headers_and_sessions_without_header_changes() {
+    use indymilter_test::{Actions, ProtoOpts};
+    let (config, metrics) = with_metrics("[rules]\nip = \"tag\"\n", "127.0.0.1");
+    let milter = Milter::start(&config);
+    let series = |s: &BTreeMap<String, f64>| {
+        (
+            value(
+                s,
+                "forged_headers_removed_total",
+                &[("front_end", "milter")],
+            ),
+            value(
+                s,
+                "tag_unavailable_sessions_total",
+                &[("front_end", "milter")],
+            ),
+        )
+    };
+    assert_eq!(series(&scrape(metrics)), (0.0, 0.0));
+
+    let mut conn = TestConnection::open(milter.addr()).await.unwrap();
+    conn.connect("client", [198, 51, 100, 7]).await.unwrap();
+    conn.helo("[192.0.2.9]").await.unwrap();
+    conn.mail(["<a@example.net>"]).await.unwrap();
+    conn.rcpt(["<a@example.com>"]).await.unwrap();
+    for name in ["X-Bogus-HELO", "x-bogus-helo", "Subject"] {
+        conn.header(name, "rule=none").await.unwrap();
+    }
+    conn.eom().await.unwrap();
+    conn.close().await.unwrap();
+
+    let conn = TestConnection::configure()
+        .available_actions(Actions::ADD_RCPT)
+        .available_opts(ProtoOpts::all())
+        .open_tcp(milter.addr())
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    assert!(
+        wait_until(Duration::from_secs(5), || series(&scrape(metrics))
+            == (2.0, 1.0)),
+        "{:#?}\n{}",
+        scrape(metrics),
+        milter.log()
+    );
+}
+
 #[test]
 fn a_port_in_use_is_a_clear_error_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -17,6 +17,10 @@ use std::{
     time::Duration,
 };
 
+/// `tag_key`'s length: enough not to be guessed, short enough for a header.
+const TAG_KEY_MIN: usize = 16;
+const TAG_KEY_MAX: usize = 128;
+
 pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
     let invalid = |key: &str, value: &str, problem: &str| ConfigError::Invalid {
         origin: origin.into(),
@@ -157,6 +161,27 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         }
     };
 
+    let tag_key = match s.tag_key.as_str() {
+        "" => None,
+        key if (TAG_KEY_MIN..=TAG_KEY_MAX).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(key.to_string())
+        }
+        _ => {
+            // A secret: not repeated in the error, which may end up in a shared log.
+            return Err(invalid(
+                "tag_key",
+                &format!("({} characters, not shown)", s.tag_key.chars().count()),
+                &format!(
+                    "must be {TAG_KEY_MIN} to {TAG_KEY_MAX} letters, digits, '-' or '_' (it goes into a regexp map as it stands), e.g. from: head -c 24 /dev/urandom | base64 | tr '+/' '-_'"
+                ),
+            ));
+        }
+    };
+
     let networks = |key: &str, values: &[String]| {
         values
             .iter()
@@ -286,6 +311,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
             trusted_networks: AddressSet::new(trusted_networks),
             skip_authenticated: s.skip_authenticated,
             reply_url,
+            tag_key,
         },
         max_connections,
         idle_timeout,

@@ -125,7 +125,10 @@ impl Service {
                     describe(),
                     quote(&format!("{}: {value}", TagHeader::NAME))
                 );
-                return Answer::Tag(value);
+                return Answer::Tag(match &policy.tag_key {
+                    Some(key) => with_key(value, key),
+                    None => value,
+                });
             }
             Verdict::Log(_) => "log",
             Verdict::Reject(_) => "reject",
@@ -148,5 +151,37 @@ impl Service {
             quote(&reply.to_string())
         );
         Answer::Refuse(reply)
+    }
+}
+
+/// Where Postfix's cleanup stops quoting a header it logs (`%.200s` in
+/// cleanup_act_log: its `replace: header ...` line).
+const POSTFIX_LOGGED_CHARS: usize = 200;
+
+/// The tag header's value with `tag_key` at its end, for README's `header_checks` map to
+/// keep this header (without the key) and drop forged ones. The key starts past what
+/// Postfix logs of the header it replaces, so that it never reaches the mail log.
+fn with_key(value: String, key: &str) -> String {
+    let header_len = TagHeader::NAME.len() + 2 + value.len();
+    let pad = POSTFIX_LOGGED_CHARS.saturating_sub(header_len);
+    format!("{value}{} key={key}", " ".repeat(pad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_starts_past_what_postfix_logs() {
+        for value in ["rule=ip".to_string(), "x".repeat(300)] {
+            let header = format!("{}: {}", TagHeader::NAME, with_key(value.clone(), "K"));
+            let key_at = header.rfind(" key=K").unwrap();
+            assert!(key_at >= POSTFIX_LOGGED_CHARS, "{header:?}");
+            assert!(header.ends_with(" key=K"));
+            assert_eq!(
+                header[..key_at].trim_end(),
+                format!("X-Bogus-HELO: {value}")
+            );
+        }
     }
 }

@@ -58,6 +58,13 @@ pub const POSTFIX_POLICY_MAIN_CF: &str = "\
 smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:8896
 ";
 
+/// Mail to any address at this domain is not discarded but written, as the MTA hands it
+/// to a mailer, to a file in the instance's `delivered/` ([`Mta::delivered_message`]).
+pub const CAPTURE_DOMAIN: &str = "delivered.e2e.test";
+
+/// The mailer both MTAs run for [`CAPTURE_DOMAIN`]: `capture.sh DIR [recipients...]`.
+const CAPTURE_SH: &str = "#!/bin/sh\nexec cat > \"$(mktemp \"$1/msg.XXXXXX\")\"\n";
+
 /// How long an MTA may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -351,6 +358,24 @@ impl Mta {
         rcpts
     }
 
+    /// Waits for the message with `Message-ID: <message_id>` to be written for a recipient
+    /// at [`CAPTURE_DOMAIN`], and returns it as the mailer got it.
+    pub fn delivered_message(&self, message_id: &str, timeout: Duration) -> Option<String> {
+        let needle = format!("<{message_id}>");
+        let mut found = None;
+        super::wait_until(timeout, || {
+            let dir = self.dir.path().join("delivered");
+            found = fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|entry| fs::read_to_string(entry.path()).ok())
+                .find(|text| text.contains(&needle));
+            found.is_some()
+        });
+        found
+    }
+
     /// A description for assertion messages: which MTA, and its log.
     pub fn describe(&self) -> String {
         format!(
@@ -405,6 +430,7 @@ local_transport = discard:e2e
 alias_maps =
 alias_database =
 local_recipient_maps =
+transport_maps = inline:{{{capture_domain}=capture:}}
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 biff = no
@@ -424,6 +450,7 @@ milter_mail_macros = i {{auth_type}} {{auth_authen}} {{auth_author}} {{mail_addr
             maillog = maillog.display(),
             root = root.display(),
             hostname = Kind::Postfix.hostname(),
+            capture_domain = CAPTURE_DOMAIN,
         );
         fs::write(etc.join("main.cf"), main_cf).map_err(|e| e.to_string())?;
         let master_cf = format!(
@@ -447,8 +474,12 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-"
+capture   unix  -       n       n       -       -       pipe
+  user=nobody argv={root}/capture.sh {root}/delivered
+",
+            root = root.display(),
         );
+        capture_dir(root)?;
         fs::write(etc.join("master.cf"), master_cf).map_err(|e| e.to_string())?;
 
         let out = fs::File::create(root.join("postfix.out")).map_err(|e| e.to_string())?;
@@ -530,14 +561,19 @@ DAEMON_OPTIONS(`Port={port}, Addr=::1, Name=MTA6, Family=inet6')dnl
 dnl The milter, as in docs/attaching.md:
 {snippet}MAILER_DEFINITIONS
 Mtrue,	P=/bin/true, F=lsq, S=EnvFromL, R=EnvToL, A=true $u
+Mcapture,	P={root}/capture.sh, F=lsq, S=EnvFromL, R=EnvToL, A=capture.sh {root}/delivered $u
 LOCAL_RULE_0
+R$* < @ {capture_tokens} $* > $*	$#capture $@ {capture_domain} $: $1 < @ {capture_domain} > $3
 R$* < @ $* > $*		$#true $@ $2 $: $1 < @ $2 > $3
 ",
+            capture_tokens = CAPTURE_DOMAIN.replace('.', " . "),
+            capture_domain = CAPTURE_DOMAIN,
             queue = queue.display(),
             root = root.display(),
             snippet = sendmail_snippet(milter),
         );
         fs::write(root.join("sendmail.mc"), &mc).map_err(|e| e.to_string())?;
+        capture_dir(root)?;
         let m4 = Command::new("/usr/bin/m4")
             .arg(cf_m4)
             .arg(root.join("sendmail.mc"))
@@ -708,6 +744,16 @@ fn e2e_tempdir() -> TempDir {
         .expect("temp dir");
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
     dir
+}
+
+/// `capture.sh` and `delivered/`, which the MTAs' unprivileged mailer users may write.
+fn capture_dir(root: &Path) -> Result<(), String> {
+    let script = root.join("capture.sh");
+    let delivered = root.join("delivered");
+    fs::write(&script, CAPTURE_SH).map_err(|e| e.to_string())?;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    fs::create_dir(&delivered).map_err(|e| e.to_string())?;
+    fs::set_permissions(&delivered, fs::Permissions::from_mode(0o777)).map_err(|e| e.to_string())
 }
 
 fn chown_postfix(path: &Path) -> Result<(), String> {

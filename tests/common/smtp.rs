@@ -190,6 +190,8 @@ pub struct Session {
     pub rcpts: Vec<String>,
     /// Send the message when at least one recipient was accepted.
     pub send_data: bool,
+    /// Header lines of the message besides From, To, Subject and Message-ID.
+    pub headers: Vec<String>,
 }
 
 impl Session {
@@ -200,6 +202,7 @@ impl Session {
             from: "sender@example.net".to_string(),
             rcpts: rcpts.iter().map(|r| r.to_string()).collect(),
             send_data: false,
+            headers: Vec::new(),
         }
     }
 
@@ -210,6 +213,13 @@ impl Session {
 
     pub fn with_data(mut self) -> Self {
         self.send_data = true;
+        self
+    }
+
+    /// Sends the message with this header line (`Name: value`) too.
+    pub fn with_header(mut self, line: &str) -> Self {
+        self.send_data = true;
+        self.headers.push(line.to_string());
         self
     }
 
@@ -248,8 +258,9 @@ impl Session {
                     let any_accepted = outcome.rcpts.iter().any(|(_, r)| r.is_positive());
                     if self.send_data && any_accepted {
                         let id = unique_message_id();
+                        let extra: String = self.headers.iter().map(|h| format!("{h}\n")).collect();
                         let message = format!(
-                            "From: <{}>\nTo: <{}>\nSubject: bogus-helo-milter e2e\nMessage-ID: <{id}>\n\nHello from the end-to-end tests.\n",
+                            "From: <{}>\nTo: <{}>\nSubject: bogus-helo-milter e2e\nMessage-ID: <{id}>\n{extra}\nHello from the end-to-end tests.\n",
                             self.from,
                             self.rcpts.join(">, <"),
                         );

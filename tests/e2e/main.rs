@@ -16,6 +16,7 @@ mod bed;
 mod cases;
 mod docs;
 mod faults;
+mod forged;
 mod macros_seen;
 mod percent;
 mod policy;
@@ -60,4 +61,5 @@ both_mtas!(
     percent_in_reply_text,
     administrator_probes,
     per_rule_actions_and_tag,
+    forged_headers_removed,
 );
