@@ -10,7 +10,10 @@ use crate::{
 };
 use std::time::Duration;
 
-pub use crate::{macros_seen::macros_and_helo_calls, percent::percent_in_reply_text};
+pub use crate::{
+    drain::stop_drains_whole_sessions, macros_seen::macros_and_helo_calls,
+    percent::percent_in_reply_text,
+};
 
 const BOGUS: &str = "550 5.7.1 bogus helo";
 const MATCHES_RCPT: &str = "550 5.7.1 bogus helo matches rcpt";

@@ -15,6 +15,7 @@ mod common;
 mod bed;
 mod cases;
 mod docs;
+mod drain;
 mod faults;
 mod macros_seen;
 mod percent;
@@ -60,4 +61,5 @@ both_mtas!(
     percent_in_reply_text,
     administrator_probes,
     per_rule_actions_and_tag,
+    stop_drains_whole_sessions,
 );
