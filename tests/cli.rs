@@ -831,3 +831,43 @@ fn reload_reaches_this_milter_also_after_an_upgrade() {
     assert!(milter.wait_for_log("event=reload result=failed keeping=previous", WAIT));
     assert!(milter.stop());
 }
+
+/// Issue 19 item 10: a reload names `socket_mode` and `socket_group` as restart-only only
+/// when a unix socket is in use; with TCP sockets they change nothing.
+#[test]
+fn reload_names_socket_mode_only_for_unix_sockets() {
+    use common::milter::Milter;
+    const RESTART: &str = "event=reload restart_needed=";
+    let restart_lines = |milter: &Milter| -> Vec<String> {
+        milter
+            .log()
+            .lines()
+            .filter(|l| l.contains(RESTART))
+            .map(|l| l.split(RESTART).nth(1).unwrap_or("").to_string())
+            .collect()
+    };
+    let tcp = Milter::start("");
+    tcp.write_config("socket_mode = \"0600\"\nsocket_group = \"root\"\n");
+    // The warning is logged before the result line that `reload` waits for.
+    assert!(tcp.reload().contains("result=ok"));
+    tcp.write_config("socket_mode = \"0640\"\nidle_timeout = \"5min\"\n");
+    assert!(tcp.reload().contains("result=ok"));
+    assert_eq!(
+        restart_lines(&tcp),
+        ["idle_timeout these keys changed and take effect only at restart"],
+        "{}",
+        tcp.log()
+    );
+    assert!(tcp.stop());
+
+    let unix = Milter::start_unix("");
+    unix.write_config("socket_mode = \"0600\"\nsocket_group = \"root\"\n");
+    assert!(unix.reload().contains("result=ok"));
+    assert_eq!(
+        restart_lines(&unix),
+        ["socket_mode,socket_group these keys changed and take effect only at restart"],
+        "{}",
+        unix.log()
+    );
+    assert!(unix.stop());
+}
