@@ -76,6 +76,12 @@ fn main() -> ExitCode {
 
     if cli.check_config {
         if !cli.quiet {
+            let host = nix::unistd::gethostname().unwrap_or_default();
+            let host = host.to_string_lossy();
+            if let Some(warning) = bogus_helo_milter::delegation::host_name_warning(&config, &host)
+            {
+                eprintln!("bogus-helo-milter: warning: {warning}");
+            }
             // Not configuration, but what the own-ip rule also counts: read at start and at
             // every reload, so a changed interface address applies at the next reload.
             let interfaces = interfaces::addresses();

@@ -871,3 +871,65 @@ fn reload_names_socket_mode_only_for_unix_sockets() {
     );
     assert!(unix.stop());
 }
+
+/// `-t` in a UTS namespace of its own whose host name is `host` (the tests run as root).
+fn check_with_host_name(config: &str, host: &'static str, quiet: bool) -> Run {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("milter.conf");
+    fs::write(&path, config).unwrap();
+    let mut command = Command::new(BIN);
+    command.arg("-c").arg(&path).arg("-t");
+    if quiet {
+        command.arg("-q");
+    }
+    // SAFETY: between fork and exec only the two system calls, which allocate nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)?;
+            nix::unistd::sethostname(host)?;
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Issue 19 item 10: with the policy service on, a host name that is not fully qualified
+/// and no own_names, the policy path knows no own name where the milter knows Postfix's
+/// myhostname: `-t` says so.
+#[test]
+fn check_warns_when_the_policy_service_knows_no_own_name() {
+    const POLICY: &str = "policy_socket = \"inet:127.0.0.1:8896\"\n";
+    let r = check_with_host_name(POLICY, "mx", false);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "bogus-helo-milter: warning: policy_host_name=\"\" own_names=[] this host's name \"mx\" \
+         is not fully qualified and Postfix does not send the policy service its myhostname, so \
+         the policy service knows no own name for the rcpt-domain rule where the milter knows \
+         myhostname; add Postfix's myhostname (postconf -h myhostname) to own_names\n"
+    );
+    assert!(r.stdout.contains("policy_socket = \"inet:127.0.0.1:8896\""));
+    for (config, host, quiet) in [
+        // A fully qualified host name is the policy service's own name.
+        (POLICY.to_string(), "mx.example.com", false),
+        // own_names may hold myhostname.
+        (
+            format!("{POLICY}own_names = [\"mx.example.com\"]\n"),
+            "mx",
+            false,
+        ),
+        // Without the policy service only the milter judges, and it has myhostname.
+        (String::new(), "mx", false),
+        // -q prints errors only.
+        (POLICY.to_string(), "mx", true),
+    ] {
+        let r = check_with_host_name(&config, host, quiet);
+        assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{config} on {host}");
+    }
+}
