@@ -150,10 +150,6 @@ pub async fn run(
             (Some(_), name) => format!(" policy_host_name={}", quote(name.as_deref().unwrap_or(""))),
         }
     );
-    let system_name = nix::unistd::gethostname().unwrap_or_default();
-    if let Some(warning) = delegation::host_name_warning(&config, &system_name.to_string_lossy()) {
-        warn!("event=start {warning}");
-    }
     let result = match milter {
         Some(listener) => {
             let callbacks = milter::callbacks(shared.clone());
