@@ -75,7 +75,7 @@ fn is_this_milter(pid: i32) -> Result<(), String> {
         Err(format!(
             "is not bogus-helo-milter ({}) but {} ({})",
             own.display(),
-            text,
+            bogus_helo_milter::logging::quote(&text),
             comm(&proc)
         ))
     }
