@@ -926,26 +926,34 @@ impl Scenario {
             return Verdict::Exempt(rule, exemption);
         }
 
-        // The domain's entry (itself, else the nearest `.parent`) for this rule, then for
-        // every rule; then the top-level `[rules]`, then `action`.
+        // From the most specific entry out (the domain itself, then `.parent` for each
+        // parent, the longest first), each entry's setting for this rule, then its
+        // `action`; then the top-level `[rules]`, then `action`.
         let r = rule_index(rule);
-        let entry = self.rcpt_domain.and_then(|d| {
-            let exact = self
-                .domains
-                .iter()
-                .find(|&&(name, below, _, _)| name == d && !below);
+        let mut entries: Vec<(usize, Option<Act>)> = Vec::new();
+        if let Some(d) = self.rcpt_domain {
             let canonical = NAMES[d].canonical;
-            let nearest_parent = self
-                .domains
-                .iter()
-                .filter(|&&(name, below, _, _)| {
-                    below && canonical.ends_with(&format!(".{}", NAMES[name].canonical))
-                })
-                .max_by_key(|&&(name, _, _, _)| NAMES[name].canonical.len());
-            exact.or(nearest_parent)
-        });
-        let action = entry
-            .and_then(|&(_, _, any, per_rule)| per_rule[r].or(any))
+            for &(name, below, any, per_rule) in &self.domains {
+                let applies = if below {
+                    canonical.ends_with(&format!(".{}", NAMES[name].canonical))
+                } else {
+                    name == d
+                };
+                if applies {
+                    // The domain itself is more specific than any parent of it.
+                    let depth = if below {
+                        NAMES[name].canonical.len()
+                    } else {
+                        usize::MAX
+                    };
+                    entries.push((depth, per_rule[r].or(any)));
+                }
+            }
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let action = entries
+            .iter()
+            .find_map(|&(_, action)| action)
             .or(self.rules[r])
             .unwrap_or(self.action);
         match action {

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
 use tokio::signal::unix::{signal, SignalKind};
 
+mod reload_command;
+
 /// A milter for Postfix and Sendmail that refuses mail, per recipient, from clients that
 /// greet with a bogus HELO: an IP address, the receiving server's own address, or the
 /// recipient's own domain.
@@ -37,8 +39,11 @@ struct Cli {
 enum Command {
     /// Print the verdict that this configuration gives a HELO and a recipient, and why.
     Explain(Question),
-    /// Check the configuration quietly, then make the milter running as PID reread it
-    /// (SIGHUP). The systemd unit's ExecReload: a bad file makes `systemctl reload` fail.
+    /// Make the milter running as PID reread its configuration (SIGHUP), after checking
+    /// that PID is this milter and the file quietly. The systemd unit's ExecReload: a bad
+    /// file makes `systemctl reload` fail (exit status 2; the milter still rereads it,
+    /// keeps its configuration and reports the failed reload), a PID that is not this
+    /// milter too (exit status 3; nothing is signalled).
     Reload {
         /// The milter's process ID (systemd's $MAINPID).
         #[arg(value_parser = clap::value_parser!(i32).range(2..))]
@@ -46,7 +51,9 @@ enum Command {
     },
 }
 
-const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
+/// `reload`: the PID is not this milter (or cannot be told to be), nothing signalled.
+pub(crate) const EXIT_NOT_MILTER: u8 = 3;
 
 /// Writes to standard output; a reader that went away (`-t | head`) is no error.
 fn output(text: &str) {
@@ -56,6 +63,9 @@ fn output(text: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let (false, Some(Command::Reload { pid })) = (cli.check_config, &cli.command) {
+        return reload_command::signal(*pid, Config::load(cli.config.as_deref()));
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -66,6 +76,12 @@ fn main() -> ExitCode {
 
     if cli.check_config {
         if !cli.quiet {
+            let host = nix::unistd::gethostname().unwrap_or_default();
+            let host = host.to_string_lossy();
+            if let Some(warning) = bogus_helo_milter::delegation::host_name_warning(&config, &host)
+            {
+                eprintln!("bogus-helo-milter: warning: {warning}");
+            }
             // Not configuration, but what the own-ip rule also counts: read at start and at
             // every reload, so a changed interface address applies at the next reload.
             let interfaces = interfaces::addresses();
@@ -85,8 +101,7 @@ fn main() -> ExitCode {
             output(&explain(&policy, &question));
             return ExitCode::SUCCESS;
         }
-        Some(Command::Reload { pid }) => return signal_reload(pid),
-        None => {}
+        Some(Command::Reload { .. }) | None => {}
     }
 
     // Before anything opens a descriptor or starts a thread (they change the environment).
@@ -252,19 +267,6 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         }
     })
-}
-
-/// Asks the running milter to reread its configuration, which this process has just
-/// checked. Quiet on success, as `systemctl reload` expects.
-fn signal_reload(pid: i32) -> ExitCode {
-    use nix::{sys::signal, unistd::Pid};
-    match signal::kill(Pid::from_raw(pid), signal::Signal::SIGHUP) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bogus-helo-milter: cannot signal the milter (process {pid}): {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// Each milter connection is a file descriptor: lift the soft limit (often 1024) to the

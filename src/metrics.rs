@@ -228,6 +228,15 @@ impl Collector for StatsCollector {
             )?
             .encode_gauge(&stats.last_load())?;
 
+        encoder
+            .encode_descriptor(
+                "config_last_reload_successful",
+                "1 if the last configuration load (start or reload) succeeded, 0 while the file on disk does not load; a restart would then fail.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&u64::from(stats.last_reload_successful()))?;
+
         let mut family = encoder.encode_descriptor(
             "rcpt_answer_seconds",
             "Time from a RCPT's arrival to its answer, by front end.",

@@ -137,24 +137,32 @@ impl DomainActions {
         exact.chain(below)
     }
 
-    /// The most specific entry for `domain`: the domain itself, else its nearest parent;
-    /// with the entry's name as written (`example.com`, `.example.com` as `example.com`
-    /// and `true`).
-    pub fn lookup<'a>(&'a self, domain: &str) -> Option<(DomainEntry<'a>, &'a Actions)> {
-        if let Some((name, actions)) = self.exact.get_key_value(domain) {
-            return Some((DomainEntry { name, below: false }, actions));
-        }
-        if self.below.is_empty() {
-            return None;
-        }
-        let mut rest = domain;
-        while let Some((_, parent)) = rest.split_once('.') {
-            if let Some((name, actions)) = self.below.get_key_value(parent) {
-                return Some((DomainEntry { name, below: true }, actions));
-            }
-            rest = parent;
-        }
-        None
+    /// The entries that apply to `domain`, the most specific first: the domain itself,
+    /// then `.parent` for each parent outwards; with each entry's name as written
+    /// (`.example.com` as `example.com` and `below`).
+    pub fn enclosing<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> impl Iterator<Item = (DomainEntry<'a>, &'a Actions)> + 'a {
+        let exact = self
+            .exact
+            .get_key_value(domain)
+            .map(|(name, actions)| (DomainEntry { name, below: false }, actions));
+        // Without `.parent` entries there is nothing to walk: the common case costs nothing.
+        let parents = (!self.below.is_empty())
+            .then(|| {
+                std::iter::successors(domain.split_once('.').map(|(_, p)| p), |rest| {
+                    rest.split_once('.').map(|(_, p)| p)
+                })
+            })
+            .into_iter()
+            .flatten()
+            .filter_map(|parent| {
+                self.below
+                    .get_key_value(parent)
+                    .map(|(name, actions)| (DomainEntry { name, below: true }, actions))
+            });
+        exact.into_iter().chain(parents)
     }
 }
 
@@ -249,11 +257,14 @@ impl Default for Policy {
 
 impl Policy {
     /// What a match of `rule` does to a recipient in `domain` (in comparable form), and
-    /// the setting that says so: the domain's entry for that rule, else for every rule,
-    /// else the top-level `[rules]`, else the top-level `action`.
-    pub fn action_for(&self, domain: &str, rule: RuleKind) -> (Action, Setting<'_>) {
+    /// the setting that says so. From the most specific entry out (the domain itself, then
+    /// `.parent` for each parent), each entry's setting for that rule, then its `action`;
+    /// then the top-level `[rules]`, then the top-level `action`: a setting an entry leaves
+    /// out is inherited from the entry that encloses it, so a per-rule entry for a
+    /// subdomain keeps what its parent entry says about the other rules.
+    pub fn action_for<'a>(&'a self, domain: &'a str, rule: RuleKind) -> (Action, Setting<'a>) {
         let r = rule.index();
-        if let Some((entry, actions)) = self.domains.lookup(domain) {
+        for (entry, actions) in self.domains.enclosing(domain) {
             if let Some(action) = actions.per_rule[r] {
                 return (action, Setting::DomainRule(entry, rule));
             }

@@ -10,7 +10,7 @@ use crate::{
 };
 use std::{
     fmt::{self, Display, Formatter},
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -162,6 +162,9 @@ pub struct Stats {
     reloads_failed: AtomicU64,
     /// Unix time in milliseconds of the last successful load; 0 before the first.
     last_load_millis: AtomicU64,
+    /// The last reload failed: the file on disk would not load, and a restart would fail
+    /// too. Cleared by the next successful one.
+    last_reload_failed: AtomicBool,
     headers: HeaderCounters,
 }
 
@@ -251,6 +254,7 @@ impl Stats {
         if reload {
             self.reloads_ok.fetch_add(1, Relaxed);
         }
+        self.last_reload_failed.store(false, Relaxed);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -261,6 +265,13 @@ impl Stats {
     /// A reload failed; the configuration in force stays.
     pub fn reload_failed(&self) {
         self.reloads_failed.fetch_add(1, Relaxed);
+        self.last_reload_failed.store(true, Relaxed);
+    }
+
+    /// Whether the last load, at start or reload, succeeded: a state an alert can hold
+    /// for as long as the file is broken, which a counter of failures cannot.
+    pub fn last_reload_successful(&self) -> bool {
+        !self.last_reload_failed.load(Relaxed)
     }
 
     /// Reloads that succeeded and that failed.
@@ -402,9 +413,13 @@ mod tests {
         stats.config_loaded(false);
         assert_eq!(stats.reloads(), (0, 0));
         assert!(stats.last_load() >= before.as_secs() as f64);
+        assert!(stats.last_reload_successful());
         stats.config_loaded(true);
         stats.reload_failed();
         assert_eq!(stats.reloads(), (1, 1));
+        assert!(!stats.last_reload_successful());
+        stats.config_loaded(true);
+        assert!(stats.last_reload_successful());
         // None of this is in the statistics line, which keeps its text.
         assert!(!stats.to_string().contains("reload"));
     }

@@ -714,3 +714,222 @@ fn metrics_listen_is_checked() {
         r.stderr
     );
 }
+
+/// `reload PID` with the binary at `bin` and the config at `conf`.
+fn reload_with(bin: &std::path::Path, conf: &std::path::Path, pid: u32) -> Run {
+    let out = Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .args(["reload", &pid.to_string()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Issue 19 item 3: `reload PID` signals only this milter; another process is left alone
+/// with an error naming it and exit status 3, which a bad config (2) does not share.
+#[test]
+fn reload_signals_only_this_milter() {
+    use nix::sys::signal::{kill, Signal};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.conf");
+    fs::write(&good, "action = \"log\"\n").unwrap();
+    let bad = dir.path().join("bad.conf");
+    fs::write(&bad, "action = \"bounce\"\n").unwrap();
+
+    for conf in [&good, &bad] {
+        let mut sleep = Command::new("sleep").arg("300").spawn().unwrap();
+        let r = reload_with(std::path::Path::new(BIN), conf, sleep.id());
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "reload: process {} is not bogus-helo-milter",
+                sleep.id()
+            )) && r.stderr.contains("sleep"),
+            "{}",
+            r.stderr
+        );
+        // Had reload sent SIGHUP, it would be pending or delivered by now, and delivered
+        // before our SIGTERM (the lower signal first): sleep must die of SIGTERM.
+        kill(
+            nix::unistd::Pid::from_raw(sleep.id() as i32),
+            Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = sleep.wait().unwrap();
+        assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
+    }
+
+    // A PID above the kernel's pid_max belongs to no process.
+    let pid_max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let r = reload_with(std::path::Path::new(BIN), &good, pid_max + 1);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("process {} does not exist", pid_max + 1)),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Issue 19 items 3 and 5: a real milter is reloaded, with the binary it runs and with the
+/// file that replaced that binary under it (an upgrade: `dpkg` renames the new file over
+/// the old, and systemd's `ExecReload` runs the new one against the old process). A bad
+/// file exits 2 and still reaches the milter, which logs the failure and keeps its config.
+#[test]
+fn reload_reaches_this_milter_also_after_an_upgrade() {
+    use common::milter::Milter;
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(20);
+    let dir = tempfile::tempdir().unwrap();
+    let installed = dir.path().join("bogus-helo-milter");
+    fs::copy(BIN, &installed).unwrap();
+    let milter = Milter::start_from(&installed, "action = \"log\"\n", false);
+    let pid = milter.pid().as_raw() as u32;
+    let conf = milter.config_path();
+
+    let r = reload_with(&installed, &conf, pid);
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
+    assert!(
+        milter.wait_for(WAIT, |log| log.matches("event=reload result=ok").count()
+            == 1)
+    );
+
+    let new = dir.path().join("bogus-helo-milter.dpkg-new");
+    fs::copy(BIN, &new).unwrap();
+    fs::rename(&new, &installed).unwrap();
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, dir.path().join("bogus-helo-milter (deleted)"));
+    let r = reload_with(&installed, &conf, pid);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    assert!(
+        milter.wait_for(WAIT, |log| log.matches("event=reload result=ok").count()
+            == 2)
+    );
+
+    // Another binary at another path is not this milter.
+    let elsewhere = dir.path().join("other-milter");
+    fs::copy(BIN, &elsewhere).unwrap();
+    let r = reload_with(&elsewhere, &conf, pid);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("(deleted)"), "{}", r.stderr);
+
+    milter.write_config("action = \"bounce\"\n");
+    let r = reload_with(&installed, &conf, pid);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("action = \"bounce\""), "{}", r.stderr);
+    assert!(milter.wait_for_log("event=reload result=failed keeping=previous", WAIT));
+    assert!(milter.stop());
+}
+
+/// Issue 19 item 10: a reload names `socket_mode` and `socket_group` as restart-only only
+/// when a unix socket is in use; with TCP sockets they change nothing.
+#[test]
+fn reload_names_socket_mode_only_for_unix_sockets() {
+    use common::milter::Milter;
+    const RESTART: &str = "event=reload restart_needed=";
+    let restart_lines = |milter: &Milter| -> Vec<String> {
+        milter
+            .log()
+            .lines()
+            .filter(|l| l.contains(RESTART))
+            .map(|l| l.split(RESTART).nth(1).unwrap_or("").to_string())
+            .collect()
+    };
+    let tcp = Milter::start("");
+    tcp.write_config("socket_mode = \"0600\"\nsocket_group = \"root\"\n");
+    // The warning is logged before the result line that `reload` waits for.
+    assert!(tcp.reload().contains("result=ok"));
+    tcp.write_config("socket_mode = \"0640\"\nidle_timeout = \"5min\"\n");
+    assert!(tcp.reload().contains("result=ok"));
+    assert_eq!(
+        restart_lines(&tcp),
+        ["idle_timeout these keys changed and take effect only at restart"],
+        "{}",
+        tcp.log()
+    );
+    assert!(tcp.stop());
+
+    let unix = Milter::start_unix("");
+    unix.write_config("socket_mode = \"0600\"\nsocket_group = \"root\"\n");
+    assert!(unix.reload().contains("result=ok"));
+    assert_eq!(
+        restart_lines(&unix),
+        ["socket_mode,socket_group these keys changed and take effect only at restart"],
+        "{}",
+        unix.log()
+    );
+    assert!(unix.stop());
+}
+
+/// `-t` in a UTS namespace of its own whose host name is `host` (the tests run as root).
+fn check_with_host_name(config: &str, host: &'static str, quiet: bool) -> Run {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("milter.conf");
+    fs::write(&path, config).unwrap();
+    let mut command = Command::new(BIN);
+    command.arg("-c").arg(&path).arg("-t");
+    if quiet {
+        command.arg("-q");
+    }
+    // SAFETY: between fork and exec only the two system calls, which allocate nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)?;
+            nix::unistd::sethostname(host)?;
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Issue 19 item 10: with the policy service on, a host name that is not fully qualified
+/// and no own_names, the policy path knows no own name where the milter knows Postfix's
+/// myhostname: `-t` says so.
+#[test]
+fn check_warns_when_the_policy_service_knows_no_own_name() {
+    const POLICY: &str = "policy_socket = \"inet:127.0.0.1:8896\"\n";
+    let r = check_with_host_name(POLICY, "mx", false);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "bogus-helo-milter: warning: policy_host_name=\"\" own_names=[] this host's name \"mx\" \
+         is not fully qualified and Postfix does not send the policy service its myhostname, so \
+         the policy service knows no own name for the rcpt-domain rule where the milter knows \
+         myhostname; add Postfix's myhostname (postconf -h myhostname) to own_names\n"
+    );
+    assert!(r.stdout.contains("policy_socket = \"inet:127.0.0.1:8896\""));
+    for (config, host, quiet) in [
+        // A fully qualified host name is the policy service's own name.
+        (POLICY.to_string(), "mx.example.com", false),
+        // own_names may hold myhostname.
+        (
+            format!("{POLICY}own_names = [\"mx.example.com\"]\n"),
+            "mx",
+            false,
+        ),
+        // Without the policy service only the milter judges, and it has myhostname.
+        (String::new(), "mx", false),
+        // -q prints errors only.
+        (POLICY.to_string(), "mx", true),
+    ] {
+        let r = check_with_host_name(&config, host, quiet);
+        assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{config} on {host}");
+    }
+}

@@ -361,6 +361,7 @@ async fn counts_what_the_mta_sent() {
         value(&after, "config_reloads_total", &[("result", "failed")]),
         0.0
     );
+    assert_eq!(value(&after, "config_last_reload_successful", &[]), 1.0);
     let loaded = value(&after, "config_last_load_timestamp_seconds", &[]);
     assert!(
         loaded >= started.floor() && loaded <= unix_now(),
@@ -550,6 +551,45 @@ fn reloads_good_and_bad() {
         ),
         2.0
     );
+}
+
+/// Issue 19 item 5: `config_last_reload_successful` follows the file on disk whichever
+/// way a reload was tried: `reload PID` (systemd's `ExecReload`) and a plain SIGHUP.
+#[test]
+fn last_reload_successful_follows_the_file() {
+    let (config, metrics) = with_metrics("", "127.0.0.1");
+    let milter = Milter::start(&config);
+    let state = || value(&scrape(metrics), "config_last_reload_successful", &[]);
+    assert_eq!(state(), 1.0);
+    let reload_command = || {
+        Command::new(common::milter::BIN)
+            .arg("-c")
+            .arg(milter.config_path())
+            .args(["reload", &milter.pid().to_string()])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let wait = Duration::from_secs(20);
+
+    milter.write_config(&format!("{config}action = \"bounce\"\n"));
+    assert_eq!(reload_command(), Some(2));
+    assert!(wait_until(wait, || state() == 0.0), "{}", milter.log());
+    // A restart would fail as well; the state holds until the file loads again.
+    assert!(milter.reload().contains("result=failed"));
+    assert_eq!(state(), 0.0);
+
+    milter.write_config(&format!("{config}action = \"log\"\n"));
+    assert_eq!(reload_command(), Some(0));
+    assert!(wait_until(wait, || state() == 1.0), "{}", milter.log());
+
+    milter.write_config(&format!("{config}action = \"bounce\"\n"));
+    assert!(milter.reload().contains("result=failed"));
+    assert_eq!(state(), 0.0);
+    milter.write_config(&config);
+    assert!(milter.reload().contains("result=ok"));
+    assert_eq!(state(), 1.0);
 }
 
 #[test]

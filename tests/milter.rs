@@ -402,6 +402,39 @@ async fn peer_text_cannot_split_or_forge_a_log_line() {
     }
 }
 
+/// Issue 19 item 10: Unicode format characters (a right-to-left override that would make
+/// the address display reversed, a soft hyphen that IDNA drops) are escaped in the log
+/// line as control characters are.
+#[tokio::test]
+async fn format_characters_are_escaped_in_the_log() {
+    let milter = Milter::start("");
+    // The soft hyphen vanishes in the comparable form: this HELO is the recipient's domain.
+    assert_eq!(
+        verdict(&milter, "exam\u{ad}ple.com", "u@example.com").await,
+        reject("bogus helo matches rcpt")
+    );
+    assert_eq!(
+        verdict(
+            &milter,
+            "192.0.2.9",
+            "moc.elpmaxe\u{202e}@example.com\u{202c}"
+        )
+        .await,
+        reject("bogus helo")
+    );
+    for line in [
+        "action=reject rule=rcpt-domain client=198.51.100.7 helo=\"exam\\xadple.com\" rcpt=\"u@example.com\"",
+        "helo=\"192.0.2.9\" rcpt=\"moc.elpmaxe\\u{202e}@example.com\\u{202c}\"",
+    ] {
+        assert!(
+            milter.wait_for_log(line, Duration::from_secs(5)),
+            "{line}\n{}",
+            milter.log()
+        );
+    }
+    assert!(!milter.log().contains('\u{202e}'), "{}", milter.log());
+}
+
 #[tokio::test]
 async fn reload_applies_to_new_connections_and_a_bad_config_keeps_the_old() {
     let milter = Milter::start("");

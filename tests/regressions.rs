@@ -570,3 +570,106 @@ fn normalize_is_idempotent() {
         }
     }
 }
+
+/// Issue 19 item 1: a setting an entry leaves out comes from the nearest enclosing entry
+/// before the top level, so a per-rule entry for a subdomain does not turn the parent
+/// entry's dry run into real refusals.
+#[test]
+fn a_subdomain_entry_inherits_from_its_parent_entry() {
+    let config = "action = \"reject\"\n[domains.\".example.com\"]\naction = \"log\"\n[domains.\"a.example.com\".rules]\nip = \"tag\"\n";
+    let action = |rcpt: &str, helo: &str| {
+        let r = run(
+            config,
+            &[
+                "explain",
+                "--helo",
+                helo,
+                "--local",
+                "192.0.2.25",
+                "--rcpt",
+                rcpt,
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let field = |name: &str| {
+            r.stdout
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in:\n{}", r.stdout))
+                .trim()
+                .to_string()
+        };
+        (field("action:"), field("verdict:"))
+    };
+    let log = "accept, log only (action = log): the milter would reply as below";
+    let from_parent = "log (from domains.\".example.com\".action)";
+    for rcpt in ["u@a.example.com", "u@b.example.com", "u@x.a.example.com"] {
+        assert_eq!(
+            action(rcpt, "[192.0.2.25]"),
+            (from_parent.to_string(), log.to_string()),
+            "{rcpt}"
+        );
+    }
+    assert_eq!(
+        action("u@a.example.com", "[192.0.2.9]"),
+        (
+            "tag (from domains.\"a.example.com\".rules.ip)".to_string(),
+            "accept, and tag the message: X-Bogus-HELO: rule=ip helo=\"[192.0.2.9]\" client=unknown"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        action("u@example.com", "[192.0.2.25]"),
+        ("reject (from action)".to_string(), "reject".to_string())
+    );
+
+    let r = run(config, &["-t"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for line in [
+        "#   *.example.com              log        log        log\n",
+        "#   a.example.com              log        tag        log\n",
+        "#   a.example.com              own-ip domains.\".example.com\".action, ip domains.\"a.example.com\".rules.ip, rcpt-domain domains.\".example.com\".action\n",
+        "#   (other domains)            own-ip action, ip action, rcpt-domain action\n",
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
+    }
+
+    // At each level the entry's rule, then its action; a nearer level before a farther
+    // one, the top-level `[rules]` only after every entry.
+    let config = "[rules]\nown-ip = \"tempfail\"\n[domains.\".example.com\".rules]\nown-ip = \"off\"\n[domains.\".a.example.com\"]\naction = \"log\"\n[domains.\"a.example.com\"]\naction = \"tag\"\n[domains.\".net\"]\naction = \"log\"\n";
+    let expected = [
+        (
+            "u@a.example.com",
+            "tag (from domains.\"a.example.com\".action)",
+        ),
+        (
+            "u@x.a.example.com",
+            "log (from domains.\".a.example.com\".action)",
+        ),
+        (
+            "u@b.example.com",
+            "off (from domains.\".example.com\".rules.own-ip)",
+        ),
+        ("u@example.net", "log (from domains.\".net\".action)"),
+        ("u@example.org", "tempfail (from rules.own-ip)"),
+    ];
+    for (rcpt, from) in expected {
+        let r = run(
+            config,
+            &[
+                "explain",
+                "--helo",
+                "[192.0.2.25]",
+                "--local",
+                "192.0.2.25",
+                "--rcpt",
+                rcpt,
+            ],
+        );
+        assert!(
+            r.stdout.contains(&format!("action:    {from}\n")),
+            "{rcpt}:\n{}",
+            r.stdout
+        );
+    }
+}

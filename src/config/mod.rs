@@ -179,14 +179,22 @@ impl Config {
 
     /// The keys whose new values `new` cannot take effect before a restart.
     pub fn restart_keys(&self, new: &Self) -> Vec<&'static str> {
+        // The mode and group apply to unix sockets only, and the sockets in force are
+        // this configuration's: with none, a changed mode or group changes nothing.
+        let unix = [&self.socket, &self.policy_socket]
+            .into_iter()
+            .any(|s| matches!(s, Some(crate::socket::Socket::Unix(_))));
         [
             ("socket", self.socket != new.socket),
             ("policy_socket", self.policy_socket != new.policy_socket),
             (
                 "socket_mode",
-                self.unix_permissions.mode != new.unix_permissions.mode,
+                unix && self.unix_permissions.mode != new.unix_permissions.mode,
             ),
-            ("socket_group", self.socket_group != new.socket_group),
+            (
+                "socket_group",
+                unix && self.socket_group != new.socket_group,
+            ),
             (
                 "max_connections",
                 self.max_connections != new.max_connections,

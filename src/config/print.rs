@@ -110,14 +110,30 @@ pub fn to_toml(config: &Config) -> String {
         let [a, b, c] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
         let _ = writeln!(out, "#   {label:<26} {a:<10} {b:<10} {c}");
     };
-    row(&mut out, "(other domains)", "");
-    for (domain, _) in &domains {
-        // A `.parent` entry applies to the domains below it: show one of them.
+    // A `.parent` entry applies to the domains below it: show one of them.
+    let mut rows = vec![("(other domains)".to_string(), String::new())];
+    rows.extend(domains.iter().map(|(domain, _)| {
         let sample = match domain.strip_prefix('.') {
             Some(parent) => format!("*.{parent}"),
             None => domain.clone(),
         };
-        row(&mut out, &sample, &sample.replace('*', "sub"));
+        let rcpt_domain = sample.replace('*', "sub");
+        (sample, rcpt_domain)
+    }));
+    for (label, domain) in &rows {
+        row(&mut out, label, domain);
+    }
+    // Which setting decides each cell, inherited ones included: why a row says what it says.
+    let _ = writeln!(
+        out,
+        "# from (an entry's rule, then its action, from the most specific entry out; then [rules], then action):"
+    );
+    for (label, domain) in &rows {
+        let from: Vec<String> = RuleKind::ALL
+            .iter()
+            .map(|&rule| format!("{} {}", rule.name(), p.action_for(domain, rule).1))
+            .collect();
+        let _ = writeln!(out, "#   {label:<26} {}", from.join(", "));
     }
     out
 }

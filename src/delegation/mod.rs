@@ -67,6 +67,24 @@ pub fn host_name() -> Option<String> {
     name.contains('.').then_some(name)
 }
 
+/// The warning that the policy path knows fewer own names than the milter, which also
+/// learns Postfix's `myhostname` (`j`) from the MTA: the policy service is on, this
+/// host's name is not fully qualified (`host_name` gives none) and `own_names` is empty,
+/// so it knows none. Listing `myhostname` in `own_names` makes the two paths equal.
+/// `host` is the name as the system gives it, for the message.
+pub fn host_name_warning(config: &crate::config::Config, host: &str) -> Option<String> {
+    if config.policy_socket.is_none() || !config.policy.own_names.is_empty() {
+        return None;
+    }
+    if host_name().is_some() {
+        return None;
+    }
+    Some(format!(
+        "policy_host_name=\"\" own_names=[] this host's name {} is not fully qualified and Postfix does not send the policy service its myhostname, so the policy service knows no own name for the rcpt-domain rule where the milter knows myhostname; add Postfix's myhostname (postconf -h myhostname) to own_names",
+        crate::logging::quote(host)
+    ))
+}
+
 /// Serves policy connections on `listener` until `stop` turns true; then accepts no more
 /// and lets each connection finish the request it is reading, answer it and close. The
 /// connections count in `Shared::sessions`, which the caller's drain waits for.

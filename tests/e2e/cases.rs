@@ -11,8 +11,8 @@ use crate::{
 use std::time::Duration;
 
 pub use crate::{
-    forged::forged_headers_removed, macros_seen::macros_and_helo_calls,
-    percent::percent_in_reply_text,
+    drain::stop_drains_whole_sessions, forged::forged_headers_removed,
+    macros_seen::macros_and_helo_calls, percent::percent_in_reply_text,
 };
 
 const BOGUS: &str = "550 5.7.1 bogus helo";

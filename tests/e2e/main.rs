@@ -15,6 +15,7 @@ mod common;
 mod bed;
 mod cases;
 mod docs;
+mod drain;
 mod faults;
 mod forged;
 mod macros_seen;
@@ -62,4 +63,5 @@ both_mtas!(
     administrator_probes,
     per_rule_actions_and_tag,
     forged_headers_removed,
+    stop_drains_whole_sessions,
 );

@@ -4,8 +4,8 @@
 //! Along the way: every series is there with 0 before the first mail, `promtool check
 //! metrics` finds nothing to say about the endpoint's text, every expression of the
 //! Grafana dashboard (monitoring/grafana-dashboard.json) returns data, and the alert rule
-//! BogusHeloMilterReloadFailed (monitoring/alerts.yml) fires after a failed reload, and
-//! only then.
+//! BogusHeloMilterReloadFailed (monitoring/alerts.yml) fires after a failed `reload PID`
+//! (the packaged `systemctl reload`), and clears after a good one.
 //!
 //! Needs Postfix (`bash .ci/install-mtas`) and Debian's prometheus (`bash
 //! .ci/install-prometheus`). The expected figures are the test's own: what it sent.
@@ -285,10 +285,19 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
     const RELOAD_ALERT: &str =
         "ALERTS{alertname=\"BogusHeloMilterReloadFailed\", alertstate=\"firing\"}";
     prometheus.expect_empty(&mut bed, RELOAD_ALERT);
+    prometheus.expect(
+        &mut bed,
+        "bogus_helo_milter_config_last_reload_successful",
+        1.0,
+    );
+    // As systemd's ExecReload does it: `reload $MAINPID`, which fails on a bad file and
+    // signals the milter all the same (issue 19 item 5).
     bed.write_config(&broken_config(metrics));
-    let line = bed.milter().reload();
-    if !line.contains("result=failed") {
-        bed.problem(format!("a broken configuration was not refused: {line}"));
+    let (code, line) = reload_command(&bed);
+    if code != Some(2) || !line.contains("result=failed") {
+        bed.problem(format!(
+            "reload PID of a broken configuration: exit {code:?}, milter: {line}"
+        ));
     }
     prometheus.scraped_after(&mut bed, unix_now(), "the failed reload");
     prometheus.expect(
@@ -304,6 +313,11 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
     if prometheus.value("bogus_helo_milter_config_last_load_timestamp_seconds") != loaded {
         bed.problem("a failed reload changed config_last_load_timestamp_seconds");
     }
+    prometheus.expect(
+        &mut bed,
+        "bogus_helo_milter_config_last_reload_successful",
+        0.0,
+    );
     if !prometheus.wait_present(RELOAD_ALERT, Duration::from_secs(30)) {
         bed.problem(format!(
             "BogusHeloMilterReloadFailed did not fire after a failed reload{}",
@@ -313,11 +327,24 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
 
     bed.write_config(&config(metrics));
     let before_reload = unix_now();
-    let line = bed.milter().reload();
-    if !line.contains("result=ok") {
-        bed.problem(format!("the good configuration was not reloaded: {line}"));
+    let (code, line) = reload_command(&bed);
+    if code != Some(0) || !line.contains("result=ok") {
+        bed.problem(format!(
+            "reload PID of the good configuration: exit {code:?}, milter: {line}"
+        ));
     }
     prometheus.scraped_after(&mut bed, unix_now(), "the good reload");
+    prometheus.expect(
+        &mut bed,
+        "bogus_helo_milter_config_last_reload_successful",
+        1.0,
+    );
+    if !prometheus.wait_empty(RELOAD_ALERT, Duration::from_secs(30)) {
+        bed.problem(format!(
+            "BogusHeloMilterReloadFailed still fires after a good reload{}",
+            prometheus.describe()
+        ));
+    }
     prometheus.expect(
         &mut bed,
         "bogus_helo_milter_config_reloads_total{result=\"ok\"}",
@@ -341,6 +368,26 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
 }
 
 /// `promtool check metrics` on the endpoint's text: no error, no lint.
+/// `bogus-helo-milter reload PID` for the bed's milter, as systemd's `ExecReload` runs it;
+/// its exit status and the milter's log line of the reload it caused.
+fn reload_command(bed: &Bed) -> (Option<i32>, String) {
+    const RESULT: &str = "event=reload result=";
+    let milter = bed.milter();
+    let before = milter.log().matches(RESULT).count();
+    let code = Command::new(crate::common::milter::BIN)
+        .arg("-c")
+        .arg(milter.config_path())
+        .args(["reload", &milter.pid().to_string()])
+        .output()
+        .map_or(None, |out| out.status.code());
+    milter.wait_for(Duration::from_secs(30), |log| {
+        log.matches(RESULT).count() > before
+    });
+    let log = milter.log();
+    let line = log.lines().filter(|l| l.contains(RESULT)).nth(before);
+    (code, line.unwrap_or("(no reload logged)").to_string())
+}
+
 fn check_metrics_text(bed: &mut Bed, metrics: SocketAddr) {
     let body = match http_get(metrics, "/metrics") {
         Ok((200, body)) => body,
@@ -569,6 +616,17 @@ scrape_configs:
     fn wait_value(&self, promql: &str, expected: f64, timeout: Duration) -> bool {
         wait_until(timeout, || {
             let done = self.value(promql) == Some(expected);
+            if !done {
+                sleep(Duration::from_millis(200));
+            }
+            done
+        })
+    }
+
+    /// Waits until `promql` gives no series (a resolved alert leaves `ALERTS`).
+    fn wait_empty(&self, promql: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            let done = self.query(promql).is_ok_and(|s| s.is_empty());
             if !done {
                 sleep(Duration::from_millis(200));
             }
