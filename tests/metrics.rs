@@ -413,10 +413,21 @@ fn only_get_metrics() {
         let r = http(metrics, "GET", path);
         assert_eq!(r.status, 404, "{path}");
     }
-    for method in ["POST", "PUT", "DELETE", "HEAD"] {
+    // HEAD (RFC 9110 §9.1): the head of the GET response, no body. Nothing happens
+    // between the two requests, so the length of the body left out is that of `ok`.
+    let head = http(metrics, "HEAD", "/metrics");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), ok.header("content-type"));
+    assert_eq!(
+        head.header("content-length"),
+        Some(ok.body.len().to_string().as_str())
+    );
+    assert_eq!(head.body, "");
+    assert_eq!(http(metrics, "HEAD", "/nothing").status, 404);
+    for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
         let r = http(metrics, method, "/metrics");
         assert_eq!(r.status, 405, "{method}");
-        assert_eq!(r.header("allow"), Some("GET"), "{method}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method}");
     }
 }
 
