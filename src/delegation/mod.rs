@@ -15,7 +15,9 @@
 
 mod answer;
 mod connection;
+mod misplaced;
 mod request;
+mod tagged;
 
 pub use request::{MAX_ATTRIBUTES, MAX_LINE};
 
@@ -27,10 +29,12 @@ use crate::{
 };
 use indymilter::{EitherStream, Listener as _};
 use log::warn;
+use misplaced::Reminder;
 use std::{
-    sync::{atomic::AtomicBool, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
+use tagged::TaggedMessages;
 use tokio::{
     select,
     sync::{watch, Semaphore},
@@ -53,10 +57,12 @@ struct Service {
     /// stands in for Postfix's `myhostname`, which no policy attribute carries.
     host_name: Option<String>,
     limits: Limits,
-    /// Whether the "not at RCPT" warning was logged: once per process is enough to tell
-    /// the administrator, and a request per SMTP command must not flood the log.
-    warned_state: AtomicBool,
-    warned_request: AtomicBool,
+    /// The "not at RCPT" and "not smtpd_access_policy" warnings, each logged at most
+    /// once per `misplaced::WARNING_INTERVAL`.
+    warned_state: Reminder,
+    warned_request: Reminder,
+    /// The messages that got the tag header, across all connections.
+    tagged: TaggedMessages,
 }
 
 /// This host's name, for the rcpt-domain rule: what Postfix's `myhostname` is by
@@ -81,8 +87,9 @@ pub async fn serve(
         shared,
         host_name,
         limits,
-        warned_state: AtomicBool::new(false),
-        warned_request: AtomicBool::new(false),
+        warned_state: Reminder::default(),
+        warned_request: Reminder::default(),
+        tagged: TaggedMessages::default(),
     });
     let (mut listener, stop_handle) = StoppableListener::new(listener, Origin::Bound);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
