@@ -283,6 +283,35 @@ impl Collector for StatsCollector {
         }
 
         let mut family = encoder.encode_descriptor(
+            "connections_max",
+            "MTA connections served at once (max_connections), by front end; only the front ends that run.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for via in FrontEnd::ALL {
+            if let Some(max) = stats.connections_max(via) {
+                family
+                    .encode_family(&[("front_end", via.name())])?
+                    .encode_gauge(&(max as u64))?;
+            }
+        }
+
+        // The milter's connections are accepted by indymilter, which takes a connection
+        // from the listen queue only once a slot is free: no waits to count there.
+        encoder
+            .encode_descriptor(
+                "connection_waits",
+                "Policy service connections that waited in the listen queue for a slot, max_connections being reached.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_family(&[("front_end", FrontEnd::Policy.name())])?
+            .encode_counter::<NoLabelSet, _, u64>(
+                &stats.connection_waits(FrontEnd::Policy),
+                None,
+            )?;
+
+        let mut family = encoder.encode_descriptor(
             "session_errors",
             "MTA sessions closed on an error, by front end and reason (protocol, oversized, timeout, io).",
             None,

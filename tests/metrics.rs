@@ -604,6 +604,106 @@ fn policy_session_errors_by_reason() {
     }
 }
 
+/// Silent policy connections cannot hold the slots for long: `policy_idle_timeout`
+/// closes them (here 2 s, while the milter's `idle_timeout` is an hour), and the
+/// connection that waited for a slot meanwhile is answered and counted as a wait.
+/// `connections_max` says each front end's limit.
+#[test]
+fn silent_policy_connections_are_closed_and_waits_counted() {
+    let (config, metrics) = with_metrics(
+        "trusted_networks = []\nmax_connections = 2\nidle_timeout = \"1h\"\npolicy_idle_timeout = \"2s\"\n",
+        "127.0.0.1",
+    );
+    let service = Milter::start_policy(&config, true);
+    let s = scrape(metrics);
+    for fe in FRONT_ENDS {
+        assert_eq!(
+            value(&s, "connections_max", &[("front_end", fe)]),
+            2.0,
+            "{fe}"
+        );
+    }
+    assert_eq!(
+        value(&s, "connection_waits_total", &[("front_end", "policy")]),
+        0.0
+    );
+    // The harness's probe that the socket is up is a connection too: once it is closed,
+    // both slots are free.
+    let policy = [("front_end", "policy")];
+    assert!(wait_until(Duration::from_secs(10), || value(
+        &scrape(metrics),
+        "connections_open",
+        &policy
+    ) == 0.0));
+    let before = value(&scrape(metrics), "connections_total", &policy);
+    // Two connections that each asked once (so they hold a slot), then fell silent.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(service.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        (&stream)
+            .write_all(policy_request("[198.51.100.9]", "u@example.com").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert_eq!(answer, "action=550 5.7.1 bogus helo\n");
+        silent.push((stream, reader));
+    }
+    // The third waits in the listen queue until the idle limit frees a slot.
+    let answers = policy_session(
+        service.addr(),
+        &[policy_request("[198.51.100.9]", "v@example.com")],
+    );
+    assert_eq!(answers, ["action=550 5.7.1 bogus helo"]);
+    // The silent ones were closed by the service (end of file, not our read timeout).
+    for (_, reader) in &mut silent {
+        let mut rest = String::new();
+        while reader.read_line(&mut rest).unwrap() > 0 {}
+        assert_eq!(rest, "\n");
+    }
+    let s = scrape(metrics);
+    assert_eq!(
+        value(&s, "connection_waits_total", &[("front_end", "policy")]),
+        1.0
+    );
+    assert_eq!(
+        value(&s, "connections_total", &[("front_end", "policy")]),
+        before + 3.0
+    );
+    // Closing an idle connection is no session error.
+    for reason in SESSION_ERRORS {
+        let labels = [("front_end", "policy"), ("reason", reason)];
+        assert_eq!(value(&s, "session_errors_total", &labels), 0.0, "{reason}");
+    }
+    assert!(
+        service
+            .log()
+            .contains("event=policy_limit max_connections=2 reached"),
+        "{}",
+        service.log()
+    );
+}
+
+/// With the milter's socket off, its limit is not exported: no front end to fill.
+#[test]
+fn connections_max_only_for_front_ends_that_run() {
+    let (config, metrics) = with_metrics("max_connections = 7\n", "127.0.0.1");
+    let _service = Milter::start_policy(&config, false);
+    let s = scrape(metrics);
+    assert_eq!(
+        value(&s, "connections_max", &[("front_end", "policy")]),
+        7.0
+    );
+    assert!(
+        !s.keys()
+            .any(|k| k.starts_with("bogus_helo_milter_connections_max{front_end=\"milter\"")),
+        "{s:#?}"
+    );
+}
+
 /// Milter sessions that end on an error, one of each reason, counted as indymilter
 /// classifies them through the hook that patches/indymilter adds.
 #[test]

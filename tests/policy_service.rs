@@ -334,7 +334,10 @@ fn vrfy_is_expected_and_other_states_warn() {
 /// connection opened before it goes on being answered, and so does a new one.
 #[test]
 fn bad_input_closes_only_its_own_connection() {
-    let service = Milter::start_policy("trusted_networks = []\nidle_timeout = \"2s\"\n", false);
+    let service = Milter::start_policy(
+        "trusted_networks = []\npolicy_idle_timeout = \"2s\"\n",
+        false,
+    );
     let mut bystander = Client::connect(service.addr());
     assert_eq!(
         bystander.ask(&rcpt_request("[198.51.100.9]", "u@example.com", &[])),
@@ -422,7 +425,7 @@ fn bad_input_closes_only_its_own_connection() {
     );
 
     // An endless request: a line at a time, never the empty line. Closed once the
-    // request has taken idle_timeout (2 s), however busy the peer keeps it.
+    // request has taken policy_idle_timeout (2 s), however busy the peer keeps it.
     let mut client = Client::connect(service.addr());
     let start = Instant::now();
     let closed = loop {
@@ -489,8 +492,11 @@ fn bad_input_closes_only_its_own_connection() {
 }
 
 #[test]
-fn an_idle_connection_is_closed_after_idle_timeout() {
-    let service = Milter::start_policy("trusted_networks = []\nidle_timeout = \"1s\"\n", false);
+fn an_idle_connection_is_closed_after_policy_idle_timeout() {
+    let service = Milter::start_policy(
+        "trusted_networks = []\npolicy_idle_timeout = \"1s\"\n",
+        false,
+    );
     let mut client = Client::connect(service.addr());
     assert_eq!(
         client.ask(&rcpt_request("[198.51.100.9]", "u@example.com", &[])),

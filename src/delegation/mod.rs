@@ -32,6 +32,7 @@ use log::warn;
 use misplaced::Reminder;
 use std::{
     sync::Arc,
+    task::Poll,
     time::{Duration, Instant},
 };
 use tagged::TaggedMessages;
@@ -46,7 +47,7 @@ pub struct Limits {
     /// Connections served at once; more wait in the listen queue.
     pub max_connections: usize,
     /// A connection silent this long between requests is closed; a request must be
-    /// complete this long after its first byte.
+    /// complete this long after its first byte (`policy_idle_timeout`).
     pub idle_timeout: Duration,
 }
 
@@ -93,10 +94,14 @@ pub async fn serve(
     });
     let (mut listener, stop_handle) = StoppableListener::new(listener, Origin::Bound);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    service
+        .shared
+        .stats
+        .set_connections_max(FrontEnd::Policy, limits.max_connections);
     let mut last_full_warning: Option<Instant> = None;
     loop {
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+        let (permit, full) = match slots.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
             Err(_) => {
                 if last_full_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                     warn!(
@@ -107,21 +112,33 @@ pub async fn serve(
                 }
                 select! {
                     permit = slots.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
+                        Ok(permit) => (permit, true),
                         Err(_) => break,
                     },
                     _ = stop.wait_for(|stopped| *stopped) => break,
                 }
             }
         };
-        let stream = select! {
-            accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)) => match accepted {
-                Ok(stream) => stream,
-                // StoppableListener retries failed accepts itself.
-                Err(_) => continue,
-            },
-            _ = stop.wait_for(|stopped| *stopped) => break,
+        // A connection already in the listen queue when a slot came free is one that
+        // waited for it.
+        let queued = match full {
+            true => std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await,
+            false => Poll::Pending,
         };
+        let accepted = match queued {
+            Poll::Ready(accepted) => {
+                if accepted.is_ok() {
+                    service.shared.stats.connection_waited(FrontEnd::Policy);
+                }
+                accepted
+            }
+            Poll::Pending => select! {
+                accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)) => accepted,
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            },
+        };
+        // StoppableListener retries failed accepts itself.
+        let Ok(stream) = accepted else { continue };
         let (stream, peer) = match stream {
             EitherStream::Tcp(tcp) => {
                 let tcp = tcp.into_inner();
