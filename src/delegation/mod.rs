@@ -23,6 +23,7 @@ pub use request::{MAX_ATTRIBUTES, MAX_LINE};
 
 use crate::{
     domain,
+    policy::Policy,
     shared::{LiveSession, Shared},
     socket::{Listener, Origin, StoppableListener},
     stats::FrontEnd,
@@ -31,8 +32,10 @@ use indymilter::{EitherStream, Listener as _};
 use log::warn;
 use misplaced::Reminder;
 use std::{
+    future::Future,
+    pin::pin,
     sync::Arc,
-    task::Poll,
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 use tagged::TaggedMessages;
@@ -66,6 +69,46 @@ struct Service {
     tagged: TaggedMessages,
 }
 
+impl Service {
+    fn new(shared: Arc<Shared>, host_name: Option<String>, limits: Limits) -> Self {
+        Self {
+            shared,
+            host_name,
+            limits,
+            warned_state: Reminder::default(),
+            warned_request: Reminder::default(),
+            tagged: TaggedMessages::default(),
+        }
+    }
+}
+
+/// The bytes that one policy connection writes back for `input`: an answer per request,
+/// up to the end of `input` or the first request that the protocol calls bad (which the
+/// service meets by closing the connection unanswered). The reader and the answer of
+/// `serve`, deciding on `policy` with `host_name`, without a socket, clock or runtime:
+/// for the fuzz target `fuzz/fuzz_targets/policy.rs`. The log lines go wherever `log`
+/// sends them, the counters to a `Shared` of this call's own.
+pub fn answers(policy: Policy, host_name: Option<String>, input: &[u8]) -> Vec<Vec<u8>> {
+    let limits = Limits {
+        max_connections: 1,
+        idle_timeout: Duration::from_secs(300),
+    };
+    let service = Service::new(Arc::new(Shared::new(policy)), host_name, limits);
+    let mut reader = input;
+    let mut line = Vec::new();
+    let mut request = request::Request::default();
+    let mut answers = Vec::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        // A byte slice never makes a reader wait: the first poll is the outcome.
+        let read = pin!(request::read_request(&mut reader, &mut line, &mut request)).poll(&mut cx);
+        match read {
+            Poll::Ready(Ok(true)) => answers.push(service.answer(&request).into_owned()),
+            Poll::Ready(Ok(false) | Err(_)) | Poll::Pending => return answers,
+        }
+    }
+}
+
 /// This host's name, for the rcpt-domain rule: what Postfix's `myhostname` is by
 /// default. A name without a dot is not used: a single-label HELO matches no rule.
 pub fn host_name() -> Option<String> {
@@ -84,14 +127,7 @@ pub async fn serve(
     host_name: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let service = Arc::new(Service {
-        shared,
-        host_name,
-        limits,
-        warned_state: Reminder::default(),
-        warned_request: Reminder::default(),
-        tagged: TaggedMessages::default(),
-    });
+    let service = Arc::new(Service::new(shared, host_name, limits));
     let (mut listener, stop_handle) = StoppableListener::new(listener, Origin::Bound);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     service
