@@ -85,7 +85,7 @@ impl Service {
 /// The bytes that one policy connection writes back for `input`: an answer per request,
 /// up to the end of `input` or the first request that the protocol calls bad (which the
 /// service meets by closing the connection unanswered). The reader and the answer of
-/// `serve`, deciding on `policy` with `host_name`, without a socket, clock or runtime:
+/// `serve`, deciding on `policy` with `host_name`, without a socket or a runtime:
 /// for the fuzz target `fuzz/fuzz_targets/policy.rs`. The log lines go wherever `log`
 /// sends them, the counters to a `Shared` of this call's own.
 pub fn answers(policy: Policy, host_name: Option<String>, input: &[u8]) -> Vec<Vec<u8>> {
@@ -157,9 +157,10 @@ pub async fn serve(
         };
         // A connection already in the listen queue when a slot came free is one that
         // waited for it.
-        let queued = match full {
-            true => std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await,
-            false => Poll::Pending,
+        let queued = if full {
+            std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
+        } else {
+            Poll::Pending
         };
         let accepted = match queued {
             Poll::Ready(accepted) => {
