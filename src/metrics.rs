@@ -296,20 +296,17 @@ impl Collector for StatsCollector {
             }
         }
 
-        // The milter's connections are accepted by indymilter, which takes a connection
-        // from the listen queue only once a slot is free: no waits to count there.
-        encoder
-            .encode_descriptor(
-                "connection_waits",
-                "Policy service connections that waited in the listen queue for a slot, max_connections being reached.",
-                None,
-                MetricType::Counter,
-            )?
-            .encode_family(&[("front_end", FrontEnd::Policy.name())])?
-            .encode_counter::<NoLabelSet, _, u64>(
-                &stats.connection_waits(FrontEnd::Policy),
-                None,
-            )?;
+        let mut family = encoder.encode_descriptor(
+            "connection_waits",
+            "MTA connections that waited in the listen queue for a slot, max_connections being reached, by front end.",
+            None,
+            MetricType::Counter,
+        )?;
+        for via in FrontEnd::ALL {
+            family
+                .encode_family(&[("front_end", via.name())])?
+                .encode_counter::<NoLabelSet, _, u64>(&stats.connection_waits(via), None)?;
+        }
 
         let mut family = encoder.encode_descriptor(
             "session_errors",

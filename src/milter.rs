@@ -51,6 +51,7 @@ const RCPT_MACROS: &str = "i";
 pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let negotiate_shared = shared.clone();
     let error_shared = shared.clone();
+    let waited_shared = shared.clone();
     Callbacks::new()
         .on_negotiate(move |cx, _, mta_opts| {
             Box::pin(negotiate(cx, mta_opts, negotiate_shared.clone()))
@@ -72,6 +73,8 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
             };
             error_shared.stats.session_error(FrontEnd::Milter, reason);
         })
+        // The patched indymilter's too (patches/README.md).
+        .on_connection_waited(move || waited_shared.stats.connection_waited(FrontEnd::Milter))
 }
 
 async fn negotiate(

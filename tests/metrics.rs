@@ -687,6 +687,36 @@ fn silent_policy_connections_are_closed_and_waits_counted() {
     );
 }
 
+/// A milter connection that waits in the listen queue for one of `max_connections` is
+/// counted when it is accepted (the patched indymilter's `on_connection_waited`).
+#[tokio::test]
+async fn a_milter_connection_that_waited_is_counted() {
+    let (config, metrics) = with_metrics("max_connections = 1\n", "127.0.0.1");
+    let milter = Milter::start(&config);
+    let addr = milter.addr();
+    // Negotiated: it holds the only slot (the harness's probe is gone, and if this one
+    // waited behind it, that is counted already).
+    let holder = TestConnection::open(addr).await.expect("open");
+    let milter_fe = [("front_end", "milter")];
+    let s = scrape(metrics);
+    assert_eq!(value(&s, "connections_max", &milter_fe), 1.0);
+    let before = value(&s, "connection_waits_total", &milter_fe);
+    // In the listen queue once connect returns; accepted once the holder is gone.
+    let waiting = TcpStream::connect(addr).unwrap();
+    holder.close().await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || value(
+            &scrape(metrics),
+            "connection_waits_total",
+            &milter_fe
+        ) == before + 1.0),
+        "{:#?}\n{}",
+        scrape(metrics),
+        milter.log()
+    );
+    drop(waiting);
+}
+
 /// With the milter's socket off, its limit is not exported: no front end to fill.
 #[test]
 fn connections_max_only_for_front_ends_that_run() {
