@@ -11,13 +11,14 @@
 use arbitrary::Arbitrary;
 use bogus_helo_milter::{
     config::Config,
-    domain,
+    delegation, domain,
     helo::{parse_macro_ip, Helo},
+    policy::Policy,
     recipient::{base_local, Recipient},
     verdict::{decide, Connection, Exemption, Reply, Rule, Verdict},
     whitelist::Entry,
 };
-use std::{fmt::Write, net::IpAddr};
+use std::{fmt::Write, net::IpAddr, sync::OnceLock};
 
 /// The HELO and recipient parsers: total, and consistent with what they claim.
 pub fn helo(data: &[u8]) {
@@ -88,6 +89,108 @@ pub fn config(data: &[u8]) {
         }
         Err(e) => assert!(e.to_string().starts_with("fuzz.conf: "), "{e}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The policy service: requests as a peer may send them.
+
+/// A policy under which every answer can occur: refusals (with `reply_url`), tempfails,
+/// tags, and requests let through by an exemption or a `log` action.
+const POLICY_CONF: &str = r#"
+own_addresses = ["192.0.2.0/24", "2001:db8::/32"]
+own_names = ["mail.example.com"]
+trusted_networks = ["10.0.0.0/8"]
+whitelist = ["private@example.com"]
+reply_url = "https://example.com/why?helo=1"
+[domains."tempfail.example"]
+action = "tempfail"
+[domains."log.example"]
+action = "log"
+[domains."tag.example"]
+action = "tag"
+[domains.".tag.example"]
+rules = { ip = "tag", rcpt-domain = "tag" }
+"#;
+
+fn fuzz_policy() -> Policy {
+    static POLICY: OnceLock<Policy> = OnceLock::new();
+    POLICY
+        .get_or_init(|| {
+            Config::parse(POLICY_CONF, "policy.conf")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .policy_with(&[])
+        })
+        .clone()
+}
+
+/// Checks that every log line of the policy service is one line: a peer's text must not
+/// start a line of its own in the log (the `logging::quote` promise).
+struct OneLineLog;
+
+impl log::Log for OneLineLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata
+            .target()
+            .starts_with("bogus_helo_milter::delegation")
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let line = record.args().to_string();
+            assert!(
+                !line.contains(['\n', '\r', '\0']),
+                "a log line that is not one line: {line:?}"
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Whether `name` is a header field name (RFC 5322 §3.6.8: printable ASCII but ':').
+fn header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+/// The policy service on bytes from a peer, as one connection reads them: no input
+/// panics, at most one answer per request (a request takes at least an attribute line
+/// and the empty line that ends it), and each answer is what Postfix reads as one
+/// action: `action=VALUE`, an empty line, VALUE free of CR, LF and NUL and one of the
+/// forms the service answers: `DUNNO`, a `550 5.7.1` or `450 4.7.1` reply, or `PREPEND`
+/// of one header `Name: value`. Returns the answers.
+pub fn policy(data: &[u8]) -> Vec<Vec<u8>> {
+    static LOGGER: OneLineLog = OneLineLog;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    let answers = delegation::answers(fuzz_policy(), Some("mx.example.net".into()), data);
+    let newlines = data.iter().filter(|&&b| b == b'\n').count();
+    assert!(
+        answers.len() <= newlines / 2,
+        "{} answers to {newlines} lines: {answers:?}",
+        answers.len()
+    );
+    for answer in &answers {
+        let text = String::from_utf8_lossy(answer);
+        let value = answer
+            .strip_prefix(b"action=")
+            .and_then(|rest| rest.strip_suffix(b"\n\n"))
+            .unwrap_or_else(|| panic!("not action=...\\n\\n: {text:?}"));
+        assert!(
+            !value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')),
+            "CR, LF or NUL in the action: {text:?}"
+        );
+        let value = std::str::from_utf8(value).unwrap_or_else(|_| panic!("not UTF-8: {text:?}"));
+        let known = value == "DUNNO"
+            || value.starts_with("550 5.7.1 bogus helo")
+            || value.starts_with("450 4.7.1 bogus helo")
+            || value
+                .strip_prefix("PREPEND ")
+                .and_then(|header| header.split_once(": "))
+                .is_some_and(|(name, _)| header_name(name));
+        assert!(known, "an answer of no known form: {text:?}");
+    }
+    answers
 }
 
 // ---------------------------------------------------------------------------------------

@@ -93,6 +93,11 @@ pub async fn run(
     };
     let signals = tokio::spawn(signals);
 
+    if listeners.milter.is_some() {
+        shared
+            .stats
+            .set_connections_max(stats::FrontEnd::Milter, config.max_connections);
+    }
     let milter_config = indymilter::Config {
         max_connections: config.max_connections,
         connection_timeout: config.idle_timeout,
@@ -103,7 +108,7 @@ pub async fn run(
     let policy_service = listeners.policy.map(|listener| {
         let limits = delegation::Limits {
             max_connections: config.max_connections,
-            idle_timeout: config.idle_timeout,
+            idle_timeout: config.policy_idle_timeout,
         };
         tokio::spawn(delegation::serve(
             listener,

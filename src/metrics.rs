@@ -1,4 +1,4 @@
-//! The metrics endpoint (`metrics_listen`): `GET /metrics` in the Prometheus text format
+//! The metrics endpoint (`metrics_listen`): `GET /metrics` (and `HEAD`) in the Prometheus text format
 //! (version 0.0.4), read from `Stats` at each scrape. It keeps no counters of its own, so
 //! it cannot drift from the `event=stats` line.
 //!
@@ -126,11 +126,13 @@ fn respond(request: &Request<Incoming>, registry: &Registry) -> Response<Full<By
             "not found; the metrics are at /metrics\n",
         );
     }
-    if request.method() != Method::GET {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    // RFC 9110 §9.1: every server supports GET and HEAD. Hyper answers HEAD with the
+    // head of the GET response (Content-Length included) and leaves the body out.
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         response
             .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     let mut text = String::with_capacity(8192);
@@ -287,6 +289,32 @@ impl Collector for StatsCollector {
             family
                 .encode_family(&[("front_end", via.name())])?
                 .encode_counter::<NoLabelSet, _, u64>(&stats.connections_total(via), None)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "connections_max",
+            "MTA connections served at once (max_connections), by front end; only the front ends that run.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for via in FrontEnd::ALL {
+            if let Some(max) = stats.connections_max(via) {
+                family
+                    .encode_family(&[("front_end", via.name())])?
+                    .encode_gauge(&(max as u64))?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "connection_waits",
+            "MTA connections that waited in the listen queue for a slot, max_connections being reached, by front end.",
+            None,
+            MetricType::Counter,
+        )?;
+        for via in FrontEnd::ALL {
+            family
+                .encode_family(&[("front_end", via.name())])?
+                .encode_counter::<NoLabelSet, _, u64>(&stats.connection_waits(via), None)?;
         }
 
         let mut family = encoder.encode_descriptor(

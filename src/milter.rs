@@ -58,6 +58,7 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let negotiate_shared = shared.clone();
     let error_shared = shared.clone();
     let eom_shared = shared.clone();
+    let waited_shared = shared.clone();
     Callbacks::new()
         .on_negotiate(move |cx, mta_actions, mta_opts| {
             Box::pin(negotiate(
@@ -86,6 +87,8 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
             };
             error_shared.stats.session_error(FrontEnd::Milter, reason);
         })
+        // The patched indymilter's too (patches/README.md).
+        .on_connection_waited(move || waited_shared.stats.connection_waited(FrontEnd::Milter))
 }
 
 async fn negotiate(

@@ -157,6 +157,10 @@ pub struct Stats {
     rcpt_answer: [Histogram; FrontEnd::ALL.len()],
     connections_total: [AtomicU64; FrontEnd::ALL.len()],
     connections_open: [AtomicUsize; FrontEnd::ALL.len()],
+    /// `max_connections` of each front end that runs; 0 for one that is off.
+    connections_max: [AtomicUsize; FrontEnd::ALL.len()],
+    /// Connections that waited for a slot, `max_connections` being reached.
+    connection_waits: [AtomicU64; FrontEnd::ALL.len()],
     session_errors: [[AtomicU64; SessionError::ALL.len()]; FrontEnd::ALL.len()],
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
@@ -238,6 +242,25 @@ impl Stats {
 
     pub fn connections_open(&self, via: FrontEnd) -> usize {
         self.connections_open[via.index()].load(Relaxed)
+    }
+
+    /// The front end runs, with this `max_connections`.
+    pub fn set_connections_max(&self, via: FrontEnd, max: usize) {
+        self.connections_max[via.index()].store(max, Relaxed);
+    }
+
+    /// `max_connections` of the front end; `None` when it is off.
+    pub fn connections_max(&self, via: FrontEnd) -> Option<usize> {
+        Some(self.connections_max[via.index()].load(Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// A connection was accepted after waiting for a slot.
+    pub fn connection_waited(&self, via: FrontEnd) {
+        self.connection_waits[via.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_waits(&self, via: FrontEnd) -> u64 {
+        self.connection_waits[via.index()].load(Relaxed)
     }
 
     pub fn session_error(&self, via: FrontEnd, reason: SessionError) {

@@ -42,6 +42,8 @@ fn check_prints_the_effective_config() {
         "own_addresses = [\"192.0.2.25/32\", \"2001:db8::/64\"]",
         "trusted_networks = [\"127.0.0.0/8\", \"::1/128\"]",
         "max_connections = 1000",
+        "idle_timeout = \"1h\"",
+        "policy_idle_timeout = \"5m\"",
         "stats_interval = \"1h\"",
         "[domains.\"example.com\"]\naction = \"log\"",
     ] {
@@ -183,6 +185,14 @@ fn bad_configs_name_the_file_the_key_and_the_value() {
         (
             "max_connections = 0",
             "FILE: max_connections = \"0\": expected a number from 1 to 1000000",
+        ),
+        (
+            "policy_idle_timeout = \"500ms\"",
+            "FILE: policy_idle_timeout = \"500ms\": must be at least 1s",
+        ),
+        (
+            "policy_idle_timeout = \"soon\"",
+            "FILE: policy_idle_timeout = \"soon\": expected number at 0; expected a duration such as \"300s\" or \"5min\"",
         ),
         (
             "max_connections = \"many\"",

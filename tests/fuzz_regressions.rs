@@ -37,6 +37,65 @@ fn kept_inputs_keep_the_properties() {
     for input in kept_inputs("decision") {
         decision(&input);
     }
+    // The kept requests reach every kind of answer, so the property is not vacuous.
+    let mut answers = Vec::new();
+    for input in kept_inputs("policy") {
+        answers.extend(properties::policy(&input));
+    }
+    for start in [
+        "action=DUNNO\n",
+        "action=550 5.7.1 bogus helo",
+        "action=450 4.7.1 bogus helo",
+        "action=PREPEND ",
+    ] {
+        assert!(
+            answers.iter().any(|a| a.starts_with(start.as_bytes())),
+            "no kept input is answered {start:?}"
+        );
+    }
+}
+
+/// One to three requests as Postfix sends them at RCPT, with a HELO, recipient and
+/// instance of the policy's names or random bytes (no LF: the values stay values), so
+/// that the decision and the tag header meet hostile text; then random bytes.
+fn random_requests(random: &mut Random, any: &[u8]) -> Vec<u8> {
+    let choose = |random: &mut Random, known: &[&str]| -> Vec<u8> {
+        let n = (random.next() % (known.len() as u64 + 1)) as usize;
+        match known.get(n) {
+            Some(text) => text.as_bytes().to_vec(),
+            None => random
+                .bytes(30, any)
+                .into_iter()
+                .filter(|&b| b != b'\n')
+                .collect(),
+        }
+    };
+    let mut out = Vec::new();
+    for _ in 0..1 + random.next() % 3 {
+        let helo = choose(random, &["[198.51.100.9]", "[192.0.2.25]", "tag.example"]);
+        let mut rcpt = choose(random, &["u@example.com", "u@tempfail.example"]);
+        if random.next() & 1 == 0 {
+            rcpt.extend_from_slice(b"@tag.example");
+        }
+        let instance = choose(random, &["1", "2"]);
+        for (name, value) in [
+            (&b"request"[..], &b"smtpd_access_policy"[..]),
+            (b"protocol_state", b"RCPT"),
+            (b"client_address", b"198.51.100.7"),
+            (b"server_address", b"192.0.2.25"),
+            (b"helo_name", &helo),
+            (b"recipient", &rcpt),
+            (b"instance", &instance),
+        ] {
+            out.extend_from_slice(name);
+            out.push(b'=');
+            out.extend_from_slice(value);
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+    }
+    out.extend(random.bytes(20, any));
+    out
 }
 
 /// xorshift64*: deterministic, so that a failure here can be replayed.
@@ -72,4 +131,20 @@ fn random_inputs_keep_the_properties() {
     for _ in 0..2_000 {
         properties::config(&random.bytes(120, toml_like));
     }
+    // Requests: attribute lines and empty lines in any order, then any bytes at all.
+    let request_like = b"=\n\n\r\0[]:.@<>\"\\ 0123456789abcdefrequstpolinam_RCPTVY";
+    let mut prepends = 0;
+    for _ in 0..5_000 {
+        properties::policy(&random.bytes(200, request_like));
+        properties::policy(&random.bytes(200, &all));
+        let answers = properties::policy(&random_requests(&mut random, &all));
+        prepends += answers
+            .iter()
+            .filter(|a| a.starts_with(b"action=PREPEND "))
+            .count();
+    }
+    assert!(
+        prepends > 100,
+        "{prepends} tag headers: the requests miss the decision"
+    );
 }

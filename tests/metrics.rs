@@ -414,10 +414,21 @@ fn only_get_metrics() {
         let r = http(metrics, "GET", path);
         assert_eq!(r.status, 404, "{path}");
     }
-    for method in ["POST", "PUT", "DELETE", "HEAD"] {
+    // HEAD (RFC 9110 §9.1): the head of the GET response, no body. Nothing happens
+    // between the two requests, so the length of the body left out is that of `ok`.
+    let head = http(metrics, "HEAD", "/metrics");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), ok.header("content-type"));
+    assert_eq!(
+        head.header("content-length"),
+        Some(ok.body.len().to_string().as_str())
+    );
+    assert_eq!(head.body, "");
+    assert_eq!(http(metrics, "HEAD", "/nothing").status, 404);
+    for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
         let r = http(metrics, method, "/metrics");
         assert_eq!(r.status, 405, "{method}");
-        assert_eq!(r.header("allow"), Some("GET"), "{method}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method}");
     }
 }
 
@@ -631,6 +642,136 @@ fn policy_session_errors_by_reason() {
         let labels = [("front_end", "milter"), ("reason", reason)];
         assert_eq!(value(&s, "session_errors_total", &labels), 0.0);
     }
+}
+
+/// Silent policy connections cannot hold the slots for long: `policy_idle_timeout`
+/// closes them (here 2 s, while the milter's `idle_timeout` is an hour), and the
+/// connection that waited for a slot meanwhile is answered and counted as a wait.
+/// `connections_max` says each front end's limit.
+#[test]
+fn silent_policy_connections_are_closed_and_waits_counted() {
+    let (config, metrics) = with_metrics(
+        "trusted_networks = []\nmax_connections = 2\nidle_timeout = \"1h\"\npolicy_idle_timeout = \"2s\"\n",
+        "127.0.0.1",
+    );
+    let service = Milter::start_policy(&config, true);
+    let s = scrape(metrics);
+    for fe in FRONT_ENDS {
+        assert_eq!(
+            value(&s, "connections_max", &[("front_end", fe)]),
+            2.0,
+            "{fe}"
+        );
+    }
+    assert_eq!(
+        value(&s, "connection_waits_total", &[("front_end", "policy")]),
+        0.0
+    );
+    // The harness's probe that the socket is up is a connection too: once it is closed,
+    // both slots are free.
+    let policy = [("front_end", "policy")];
+    assert!(wait_until(Duration::from_secs(10), || value(
+        &scrape(metrics),
+        "connections_open",
+        &policy
+    ) == 0.0));
+    let before = value(&scrape(metrics), "connections_total", &policy);
+    // Two connections that each asked once (so they hold a slot), then fell silent.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(service.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        (&stream)
+            .write_all(policy_request("[198.51.100.9]", "u@example.com").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert_eq!(answer, "action=550 5.7.1 bogus helo\n");
+        silent.push((stream, reader));
+    }
+    // The third waits in the listen queue until the idle limit frees a slot.
+    let answers = policy_session(
+        service.addr(),
+        &[policy_request("[198.51.100.9]", "v@example.com")],
+    );
+    assert_eq!(answers, ["action=550 5.7.1 bogus helo"]);
+    // The silent ones were closed by the service (end of file, not our read timeout).
+    for (_, reader) in &mut silent {
+        let mut rest = String::new();
+        while reader.read_line(&mut rest).unwrap() > 0 {}
+        assert_eq!(rest, "\n");
+    }
+    let s = scrape(metrics);
+    assert_eq!(
+        value(&s, "connection_waits_total", &[("front_end", "policy")]),
+        1.0
+    );
+    assert_eq!(
+        value(&s, "connections_total", &[("front_end", "policy")]),
+        before + 3.0
+    );
+    // Closing an idle connection is no session error.
+    for reason in SESSION_ERRORS {
+        let labels = [("front_end", "policy"), ("reason", reason)];
+        assert_eq!(value(&s, "session_errors_total", &labels), 0.0, "{reason}");
+    }
+    assert!(
+        service
+            .log()
+            .contains("event=policy_limit max_connections=2 reached"),
+        "{}",
+        service.log()
+    );
+}
+
+/// A milter connection that waits in the listen queue for one of `max_connections` is
+/// counted when it is accepted (the patched indymilter's `on_connection_waited`).
+#[tokio::test]
+async fn a_milter_connection_that_waited_is_counted() {
+    let (config, metrics) = with_metrics("max_connections = 1\n", "127.0.0.1");
+    let milter = Milter::start(&config);
+    let addr = milter.addr();
+    // Negotiated: it holds the only slot (the harness's probe is gone, and if this one
+    // waited behind it, that is counted already).
+    let holder = TestConnection::open(addr).await.expect("open");
+    let milter_fe = [("front_end", "milter")];
+    let s = scrape(metrics);
+    assert_eq!(value(&s, "connections_max", &milter_fe), 1.0);
+    let before = value(&s, "connection_waits_total", &milter_fe);
+    // In the listen queue once connect returns; accepted once the holder is gone.
+    let waiting = TcpStream::connect(addr).unwrap();
+    holder.close().await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || value(
+            &scrape(metrics),
+            "connection_waits_total",
+            &milter_fe
+        ) == before + 1.0),
+        "{:#?}\n{}",
+        scrape(metrics),
+        milter.log()
+    );
+    drop(waiting);
+}
+
+/// With the milter's socket off, its limit is not exported: no front end to fill.
+#[test]
+fn connections_max_only_for_front_ends_that_run() {
+    let (config, metrics) = with_metrics("max_connections = 7\n", "127.0.0.1");
+    let _service = Milter::start_policy(&config, false);
+    let s = scrape(metrics);
+    assert_eq!(
+        value(&s, "connections_max", &[("front_end", "policy")]),
+        7.0
+    );
+    assert!(
+        !s.keys()
+            .any(|k| k.starts_with("bogus_helo_milter_connections_max{front_end=\"milter\"")),
+        "{s:#?}"
+    );
 }
 
 /// Milter sessions that end on an error, one of each reason, counted as indymilter

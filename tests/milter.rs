@@ -689,7 +689,7 @@ async fn reload_applies_log_level_and_stats_interval_and_names_restart_keys() {
     assert!(!milter.log().contains("exempt=whitelist"));
 
     milter.write_config(
-        "whitelist = [\"private@example.com\"]\nlog_level = \"debug\"\nstats_interval = \"1s\"\nmax_connections = 7\nidle_timeout = \"5min\"",
+        "whitelist = [\"private@example.com\"]\nlog_level = \"debug\"\nstats_interval = \"1s\"\nmax_connections = 7\nidle_timeout = \"5min\"\npolicy_idle_timeout = \"1min\"",
     );
     let line = milter.reload();
     assert!(
@@ -698,9 +698,9 @@ async fn reload_applies_log_level_and_stats_interval_and_names_restart_keys() {
         "{line}"
     );
     assert!(
-        milter
-            .log()
-            .contains("event=reload restart_needed=max_connections,idle_timeout"),
+        milter.log().contains(
+            "event=reload restart_needed=max_connections,idle_timeout,policy_idle_timeout "
+        ),
         "{}",
         milter.log()
     );

@@ -261,66 +261,83 @@ fn reply_url_follows_the_text() {
     );
 }
 
+/// VRFY is expected (Postfix runs `smtpd_recipient_restrictions` for it): DUNNO, no
+/// warning. Another state or request type is a misplaced `check_policy_service`: DUNNO
+/// and a warning, repeated at most every 10 minutes (the unit test in
+/// `src/delegation/misplaced.rs` covers the repeat, which no test here can wait for).
 #[test]
-fn other_protocol_states_get_dunno_and_one_warning() {
+fn vrfy_is_expected_and_other_states_warn() {
     let service = Milter::start_policy("trusted_networks = []\n", false);
     let mut client = Client::connect(service.addr());
-    for state in [
-        "CONNECT",
-        "EHLO",
-        "MAIL",
-        "DATA",
-        "END-OF-MESSAGE",
-        "VRFY",
-        "DATA",
-    ] {
+    let ask = |client: &mut Client, overrides: &[(&str, &str)]| {
+        client.ask(&rcpt_request("[198.51.100.9]", "u@example.com", overrides))
+    };
+    for state in ["VRFY", "vrfy", "VRFY"] {
         assert_eq!(
-            client.ask(&rcpt_request(
-                "[198.51.100.9]",
-                "u@example.com",
-                &[("protocol_state", state)]
-            )),
+            ask(&mut client, &[("protocol_state", state)]),
+            DUNNO,
+            "{state}"
+        );
+    }
+    // The next state warns: the first warning of the process, so VRFY's would come first.
+    assert_eq!(ask(&mut client, &[("protocol_state", "CONNECT")]), DUNNO);
+    assert!(
+        service.wait_for_log("protocol_state=\"CONNECT\"", Duration::from_secs(5)),
+        "{}",
+        service.log()
+    );
+    for state in ["EHLO", "MAIL", "DATA", "END-OF-MESSAGE", "VRFY", "DATA"] {
+        assert_eq!(
+            ask(&mut client, &[("protocol_state", state)]),
             DUNNO,
             "{state}"
         );
     }
     // RCPT on the same connection is still judged.
-    assert_eq!(
-        client.ask(&rcpt_request("[198.51.100.9]", "u@example.com", &[])),
-        REJECT
-    );
+    assert_eq!(ask(&mut client, &[]), REJECT);
     // Another request type is no refusal either.
-    assert_eq!(
-        client.ask(&rcpt_request(
-            "[198.51.100.9]",
-            "u@example.com",
-            &[("request", "something_else")]
-        )),
-        DUNNO
+    assert_eq!(ask(&mut client, &[("request", "something_else")]), DUNNO);
+    assert!(
+        service.wait_for_log(
+            "request=\"something_else\" answered=DUNNO",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        service.log()
     );
+    assert_eq!(ask(&mut client, &[("request", "another")]), DUNNO);
+    // Answered after every request above: any warning for them is in the log by now.
+    assert_eq!(ask(&mut client, &[]), REJECT);
     let log = service.log();
     let warnings: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("protocol_state="))
+        .filter(|l| l.contains("answered=DUNNO"))
         .collect();
-    assert_eq!(warnings.len(), 1, "{log}");
+    assert_eq!(warnings.len(), 2, "{log}");
     assert!(
         warnings[0]
             .starts_with("warning: event=policy_request protocol_state=\"CONNECT\" answered=DUNNO")
-            && warnings[0].contains("smtpd_recipient_restrictions"),
+            && warnings[0].contains("smtpd_recipient_restrictions")
+            && warnings[0].ends_with("(logged at most every 10m)"),
         "{log}"
     );
     assert!(
-        log.contains("request=\"something_else\" answered=DUNNO"),
+        warnings[1]
+            .starts_with("warning: event=policy_request request=\"something_else\" answered=DUNNO")
+            && warnings[1].ends_with("(logged at most every 10m)"),
         "{log}"
     );
+    assert!(!log.contains("VRFY"), "{log}");
 }
 
 /// Each kind of bad input closes its own connection, unanswered, with one warning; a
 /// connection opened before it goes on being answered, and so does a new one.
 #[test]
 fn bad_input_closes_only_its_own_connection() {
-    let service = Milter::start_policy("trusted_networks = []\nidle_timeout = \"2s\"\n", false);
+    let service = Milter::start_policy(
+        "trusted_networks = []\npolicy_idle_timeout = \"2s\"\n",
+        false,
+    );
     let mut bystander = Client::connect(service.addr());
     assert_eq!(
         bystander.ask(&rcpt_request("[198.51.100.9]", "u@example.com", &[])),
@@ -408,7 +425,7 @@ fn bad_input_closes_only_its_own_connection() {
     );
 
     // An endless request: a line at a time, never the empty line. Closed once the
-    // request has taken idle_timeout (2 s), however busy the peer keeps it.
+    // request has taken policy_idle_timeout (2 s), however busy the peer keeps it.
     let mut client = Client::connect(service.addr());
     let start = Instant::now();
     let closed = loop {
@@ -475,8 +492,11 @@ fn bad_input_closes_only_its_own_connection() {
 }
 
 #[test]
-fn an_idle_connection_is_closed_after_idle_timeout() {
-    let service = Milter::start_policy("trusted_networks = []\nidle_timeout = \"1s\"\n", false);
+fn an_idle_connection_is_closed_after_policy_idle_timeout() {
+    let service = Milter::start_policy(
+        "trusted_networks = []\npolicy_idle_timeout = \"1s\"\n",
+        false,
+    );
     let mut client = Client::connect(service.addr());
     assert_eq!(
         client.ask(&rcpt_request("[198.51.100.9]", "u@example.com", &[])),
@@ -716,6 +736,53 @@ fn tag_prepends_the_header_once_per_message() {
     let log = service.log();
     assert_eq!(log.matches("action=tag rule=ip").count(), 3, "{log}");
     assert!(log.contains("header=\"X-Bogus-HELO: rule=ip helo=\\\"[198.51.100.9]\\\" client=198.51.100.7\" via=policy"), "{log}");
+}
+
+/// Once per message across connections: with `smtpd_policy_service_request_limit = 1`
+/// (or after `_max_ttl`, `_max_idle`) Postfix asks about each recipient of one message,
+/// one `instance`, over a new connection; the message still gets one header.
+#[test]
+fn tag_prepends_once_per_message_across_connections() {
+    let service = Milter::start_policy("trusted_networks = []\n[rules]\nip = \"tag\"\n", false);
+    let ask = |rcpt: &str, instance: &str| {
+        // One request per connection, closed after its answer, as Postfix does with
+        // a request limit of 1.
+        let mut client = Client::connect(service.addr());
+        let answer = client.ask(&rcpt_request(
+            "[198.51.100.9]",
+            rcpt,
+            &[("instance", instance)],
+        ));
+        drop(client);
+        answer
+    };
+    let mut answers = Vec::new();
+    for rcpt in ["a@example.com", "b@example.com", "c@example.com"] {
+        answers.push(ask(rcpt, "2c4f.6770a1b2.3.0"));
+    }
+    // Another message, interleaved on a connection kept open meanwhile, gets its own.
+    let mut open = Client::connect(service.addr());
+    let other = rcpt_request(
+        "[198.51.100.9]",
+        "d@example.com",
+        &[("instance", "2c50.6770a1b3.1.0")],
+    );
+    answers.push(open.ask(&other));
+    answers.push(ask("e@example.com", "2c4f.6770a1b2.3.0"));
+    answers.push(open.ask(&other));
+    let prepends: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.starts_with("action=PREPEND X-Bogus-HELO: "))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(prepends, [0, 3], "{answers:#?}\n{}", service.log());
+    for i in [1, 2, 4, 5] {
+        assert_eq!(answers[i], DUNNO, "{answers:#?}");
+    }
+    // Each recipient is still logged and counted as tagged.
+    let log = service.log();
+    assert_eq!(log.matches("action=tag rule=ip").count(), 6, "{log}");
 }
 
 /// A unix socket for the policy service, the milter's off: served, given `socket_mode`,

@@ -259,6 +259,27 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         }
     };
 
+    // Postfix closes a policy connection itself after smtpd_policy_service_max_idle (300 s
+    // by default) without a request: a silent connection that outlives it is no smtpd's,
+    // and holds one of max_connections.
+    let policy_idle_timeout = match humantime::parse_duration(s.policy_idle_timeout.trim()) {
+        Ok(d) if d >= Duration::from_secs(1) => d,
+        Ok(_) => {
+            return Err(invalid(
+                "policy_idle_timeout",
+                &s.policy_idle_timeout,
+                "must be at least 1s",
+            ))
+        }
+        Err(e) => {
+            return Err(invalid(
+                "policy_idle_timeout",
+                &s.policy_idle_timeout,
+                &format!("{e}; expected a duration such as \"300s\" or \"5min\""),
+            ))
+        }
+    };
+
     let stats_interval = match s.stats_interval.trim() {
         "0" | "" => None,
         text => match humantime::parse_duration(text) {
@@ -315,6 +336,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         },
         max_connections,
         idle_timeout,
+        policy_idle_timeout,
         stats_interval,
         log_level,
         metrics_listen,

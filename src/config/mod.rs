@@ -42,6 +42,9 @@ pub struct Config {
     pub max_connections: usize,
     /// A milter connection on which the MTA sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A policy connection silent this long between requests is closed, and a request
+    /// must be complete this long after its first byte.
+    pub policy_idle_timeout: Duration,
     pub stats_interval: Option<Duration>,
     pub log_level: LevelFilter,
     /// Where `GET /metrics` is served; `None` (the default) when it is off.
@@ -200,6 +203,10 @@ impl Config {
                 self.max_connections != new.max_connections,
             ),
             ("idle_timeout", self.idle_timeout != new.idle_timeout),
+            (
+                "policy_idle_timeout",
+                self.policy_idle_timeout != new.policy_idle_timeout,
+            ),
             ("metrics_listen", self.metrics_listen != new.metrics_listen),
         ]
         .into_iter()
@@ -216,6 +223,7 @@ impl Config {
             socket_group: self.socket_group.clone(),
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
+            policy_idle_timeout: self.policy_idle_timeout,
             metrics_listen: self.metrics_listen,
             ..new
         }

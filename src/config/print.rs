@@ -64,6 +64,8 @@ pub fn to_toml(config: &Config) -> String {
     let _ = writeln!(out, "max_connections = {}", config.max_connections);
     let idle = humantime::format_duration(config.idle_timeout);
     let _ = writeln!(out, "idle_timeout = \"{idle}\"");
+    let idle = humantime::format_duration(config.policy_idle_timeout);
+    let _ = writeln!(out, "policy_idle_timeout = \"{idle}\"");
     let interval = config.stats_interval.map_or("0".to_string(), |d| {
         humantime::format_duration(d).to_string()
     });
@@ -180,6 +182,7 @@ mod tests {
              recipient_delimiter = \"+-\"
              stats_interval = \"90min\"
              idle_timeout = \"2s\"
+             policy_idle_timeout = \"90s\"
              socket = \"\"
              policy_socket = \"inet:[::1]:8896\"
              metrics_listen = \"[::1]:9465\"

@@ -10,8 +10,8 @@ use crate::{
     stats::FrontEnd,
     verdict::{decide, Connection, Reply, TagHeader, Verdict},
 };
-use log::{debug, info, warn};
-use std::{borrow::Cow, sync::atomic::Ordering};
+use log::{debug, info};
+use std::borrow::Cow;
 
 /// The answer to everything this service has no opinion on: Postfix goes on with the
 /// next restriction.
@@ -26,24 +26,9 @@ enum Answer {
 }
 
 impl Service {
-    /// that this connection has prepended the tag header to.
-    pub(super) fn answer(&self, request: &Request, tagged: &mut String) -> Cow<'static, [u8]> {
-        if request.request != "smtpd_access_policy" {
-            if !self.warned_request.swap(true, Ordering::Relaxed) {
-                warn!(
-                    "event=policy_request request={} answered=DUNNO expected request=smtpd_access_policy (logged once)",
-                    quote(&request.request)
-                );
-            }
-            return Cow::Borrowed(DUNNO);
-        }
-        if !request.protocol_state.eq_ignore_ascii_case("RCPT") {
-            if !self.warned_state.swap(true, Ordering::Relaxed) {
-                warn!(
-                    "event=policy_request protocol_state={} answered=DUNNO the policy service decides at RCPT only: put check_policy_service in smtpd_recipient_restrictions, not in another restriction list (logged once)",
-                    quote(&request.protocol_state)
-                );
-            }
+    /// The answer to a complete request: a decision at RCPT, `DUNNO` to anything else.
+    pub(super) fn answer(&self, request: &Request) -> Cow<'static, [u8]> {
+        if self.misplaced(request) {
             return Cow::Borrowed(DUNNO);
         }
         // Per request: a reload applies from the next request on, also on the long-lived
@@ -58,11 +43,8 @@ impl Service {
             Answer::Refuse(reply) => Cow::Owned(format!("action={reply}\n\n").into_bytes()),
             // One header per message, as the milter adds it: the rule is the HELO's, the
             // same for every recipient it matches.
-            Answer::Tag(_) if !request.instance.is_empty() && *tagged == request.instance => {
-                Cow::Borrowed(DUNNO)
-            }
+            Answer::Tag(_) if !self.tagged.first(&request.instance) => Cow::Borrowed(DUNNO),
             Answer::Tag(value) => {
-                tagged.clone_from(&request.instance);
                 Cow::Owned(format!("action=PREPEND {}: {value}\n\n", TagHeader::NAME).into_bytes())
             }
         }

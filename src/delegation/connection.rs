@@ -27,9 +27,6 @@ impl Service {
         let mut stream = BufReader::with_capacity(MAX_LINE, stream);
         let mut line = Vec::with_capacity(256);
         let mut request = Request::default();
-        // The `instance` (one message) that got its header on this connection: Postfix
-        // asks about all the recipients of a message over one connection.
-        let mut tagged = String::new();
         let idle = self.limits.idle_timeout;
         loop {
             // Between requests: wait for the next one, or close on stop or when idle.
@@ -68,7 +65,7 @@ impl Service {
                 Ok(Err(trouble)) => return self.trouble(peer, &trouble),
                 Err(_) => return self.trouble(peer, &Trouble::Slow(idle)),
             }
-            let answer = self.answer(&request, &mut tagged);
+            let answer = self.answer(&request);
             let written = async {
                 stream.write_all(&answer).await?;
                 stream.flush().await

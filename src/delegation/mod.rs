@@ -15,22 +15,30 @@
 
 mod answer;
 mod connection;
+mod misplaced;
 mod request;
+mod tagged;
 
 pub use request::{MAX_ATTRIBUTES, MAX_LINE};
 
 use crate::{
     domain,
+    policy::Policy,
     shared::{LiveSession, Shared},
     socket::{Listener, Origin, StoppableListener},
     stats::FrontEnd,
 };
 use indymilter::{EitherStream, Listener as _};
 use log::warn;
+use misplaced::Reminder;
 use std::{
-    sync::{atomic::AtomicBool, Arc},
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
+use tagged::TaggedMessages;
 use tokio::{
     select,
     sync::{watch, Semaphore},
@@ -42,7 +50,7 @@ pub struct Limits {
     /// Connections served at once; more wait in the listen queue.
     pub max_connections: usize,
     /// A connection silent this long between requests is closed; a request must be
-    /// complete this long after its first byte.
+    /// complete this long after its first byte (`policy_idle_timeout`).
     pub idle_timeout: Duration,
 }
 
@@ -53,10 +61,52 @@ struct Service {
     /// stands in for Postfix's `myhostname`, which no policy attribute carries.
     host_name: Option<String>,
     limits: Limits,
-    /// Whether the "not at RCPT" warning was logged: once per process is enough to tell
-    /// the administrator, and a request per SMTP command must not flood the log.
-    warned_state: AtomicBool,
-    warned_request: AtomicBool,
+    /// The "not at RCPT" and "not smtpd_access_policy" warnings, each logged at most
+    /// once per `misplaced::WARNING_INTERVAL`.
+    warned_state: Reminder,
+    warned_request: Reminder,
+    /// The messages that got the tag header, across all connections.
+    tagged: TaggedMessages,
+}
+
+impl Service {
+    fn new(shared: Arc<Shared>, host_name: Option<String>, limits: Limits) -> Self {
+        Self {
+            shared,
+            host_name,
+            limits,
+            warned_state: Reminder::default(),
+            warned_request: Reminder::default(),
+            tagged: TaggedMessages::default(),
+        }
+    }
+}
+
+/// The bytes that one policy connection writes back for `input`: an answer per request,
+/// up to the end of `input` or the first request that the protocol calls bad (which the
+/// service meets by closing the connection unanswered). The reader and the answer of
+/// `serve`, deciding on `policy` with `host_name`, without a socket or a runtime:
+/// for the fuzz target `fuzz/fuzz_targets/policy.rs`. The log lines go wherever `log`
+/// sends them, the counters to a `Shared` of this call's own.
+pub fn answers(policy: Policy, host_name: Option<String>, input: &[u8]) -> Vec<Vec<u8>> {
+    let limits = Limits {
+        max_connections: 1,
+        idle_timeout: Duration::from_secs(300),
+    };
+    let service = Service::new(Arc::new(Shared::new(policy)), host_name, limits);
+    let mut reader = input;
+    let mut line = Vec::new();
+    let mut request = request::Request::default();
+    let mut answers = Vec::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        // A byte slice never makes a reader wait: the first poll is the outcome.
+        let read = pin!(request::read_request(&mut reader, &mut line, &mut request)).poll(&mut cx);
+        match read {
+            Poll::Ready(Ok(true)) => answers.push(service.answer(&request).into_owned()),
+            Poll::Ready(Ok(false) | Err(_)) | Poll::Pending => return answers,
+        }
+    }
 }
 
 /// This host's name, for the rcpt-domain rule: what Postfix's `myhostname` is by
@@ -95,19 +145,17 @@ pub async fn serve(
     host_name: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let service = Arc::new(Service {
-        shared,
-        host_name,
-        limits,
-        warned_state: AtomicBool::new(false),
-        warned_request: AtomicBool::new(false),
-    });
+    let service = Arc::new(Service::new(shared, host_name, limits));
     let (mut listener, stop_handle) = StoppableListener::new(listener, Origin::Bound);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    service
+        .shared
+        .stats
+        .set_connections_max(FrontEnd::Policy, limits.max_connections);
     let mut last_full_warning: Option<Instant> = None;
     loop {
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+        let (permit, full) = match slots.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
             Err(_) => {
                 if last_full_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                     warn!(
@@ -118,21 +166,34 @@ pub async fn serve(
                 }
                 select! {
                     permit = slots.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
+                        Ok(permit) => (permit, true),
                         Err(_) => break,
                     },
                     _ = stop.wait_for(|stopped| *stopped) => break,
                 }
             }
         };
-        let stream = select! {
-            accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)) => match accepted {
-                Ok(stream) => stream,
-                // StoppableListener retries failed accepts itself.
-                Err(_) => continue,
-            },
-            _ = stop.wait_for(|stopped| *stopped) => break,
+        // A connection already in the listen queue when a slot came free is one that
+        // waited for it.
+        let queued = if full {
+            std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
+        } else {
+            Poll::Pending
         };
+        let accepted = match queued {
+            Poll::Ready(accepted) => {
+                if accepted.is_ok() {
+                    service.shared.stats.connection_waited(FrontEnd::Policy);
+                }
+                accepted
+            }
+            Poll::Pending => select! {
+                accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)) => accepted,
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            },
+        };
+        // StoppableListener retries failed accepts itself.
+        let Ok(stream) = accepted else { continue };
         let (stream, peer) = match stream {
             EitherStream::Tcp(tcp) => {
                 let tcp = tcp.into_inner();

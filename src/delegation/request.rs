@@ -26,7 +26,7 @@ pub(super) enum Trouble {
     Malformed(String),
     /// The peer closed the connection in the middle of a request.
     Truncated,
-    /// The request was not complete within `idle_timeout` of its first byte.
+    /// The request was not complete within `policy_idle_timeout` of its first byte.
     Slow(Duration),
     Io(io::Error),
 }
@@ -52,7 +52,7 @@ impl Display for Trouble {
             Self::Truncated => f.write_str("the peer closed the connection in mid-request"),
             Self::Slow(limit) => write!(
                 f,
-                "the request was not complete after {} (idle_timeout)",
+                "the request was not complete after {} (policy_idle_timeout)",
                 humantime::format_duration(*limit)
             ),
             Self::Io(e) => write!(f, "{e}"),

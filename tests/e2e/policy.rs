@@ -386,3 +386,53 @@ fn tag_prepends_one_header_per_message() {
     }
     bed.finish();
 }
+
+/// Once per message across policy connections: with `smtpd_policy_service_request_limit
+/// = 1` (SMTPD_POLICY_README's suggestion), Postfix asks about each RCPT over a new
+/// connection; a message with three tagged recipients still carries one header, which
+/// cleanup logs (a `header_checks` INFO rule logs each header line of the message).
+#[test]
+#[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
+fn tag_once_per_message_with_a_request_limit_of_one() {
+    let checks = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = checks.path().join("header_checks");
+        std::fs::write(&path, "/^X-Bogus-HELO:/ INFO\n").unwrap();
+        std::fs::set_permissions(checks.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let main_cf = format!(
+        "header_checks = regexp:{}/header_checks\nsmtpd_policy_service_request_limit = 1\n",
+        checks.path().display()
+    );
+    let mut bed = Bed::start_policy_with_main_cf("[rules]\nip = \"tag\"\n", &main_cf);
+    let rcpts = ["a@example.com", "b@example.net", "c@example.org"];
+    let outcome = bed.send(&Session::new("[192.0.2.9]", &rcpts).with_data());
+    show("rules.ip = tag, request limit 1", &outcome);
+    for rcpt in rcpts {
+        bed.expect_rcpt(&outcome, rcpt, "250");
+    }
+    bed.expect_delivered_to(&outcome, &rcpts);
+    let qid = bed.mta.queue_id(&outcome.message_id).unwrap_or_default();
+    // The queue id comes from cleanup's message-id= line, which the same cleanup logs
+    // after the headers that Postfix prepended at the top: all are in the log by now.
+    let log = bed.mta.log();
+    let headers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!(" {qid}: info: header X-Bogus-HELO:")))
+        .collect();
+    for line in &headers {
+        println!("[policy]   Postfix: {line}");
+    }
+    if qid.is_empty() || headers.len() != 1 {
+        bed.problem(format!(
+            "message {qid:?}: {} X-Bogus-HELO header lines in the Postfix log, expected 1",
+            headers.len()
+        ));
+    }
+    let service = bed.milter().log();
+    if service.matches("action=tag rule=ip").count() != 3 {
+        bed.problem("expected three action=tag lines, one per recipient");
+    }
+    bed.finish();
+}

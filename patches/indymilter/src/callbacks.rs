@@ -127,6 +127,9 @@ pub struct Callbacks<T: Send> {
     /// Called when a session ends on an error, with its kind (not on the milter's
     /// shutdown, nor when the peer closed the connection between commands).
     pub session_error: Option<Box<dyn Fn(SessionErrorKind) + Send + Sync>>,
+    /// Called when a connection is accepted that waited in the listen queue for one of
+    /// `Config::max_connections` to come free.
+    pub connection_waited: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl<T: Send> Callbacks<T> {
@@ -147,6 +150,7 @@ impl<T: Send> Callbacks<T> {
             close: None,
             unknown: None,
             session_error: None,
+            connection_waited: None,
         }
     }
 
@@ -273,6 +277,13 @@ impl<T: Send> Callbacks<T> {
         callback: impl Fn(SessionErrorKind) + Send + Sync + 'static,
     ) -> Self {
         self.session_error = Some(Box::new(callback));
+        self
+    }
+
+    /// Configures the function called when a connection is accepted that waited for a
+    /// free connection slot.
+    pub fn on_connection_waited(mut self, callback: impl Fn() + Send + Sync + 'static) -> Self {
+        self.connection_waited = Some(Box::new(callback));
         self
     }
 }

@@ -69,7 +69,12 @@ pub use crate::{
     macros::{MacroStage, Macros},
     proto_util::{Actions, ProtoOpts, SocketInfo},
 };
-use std::{future::Future, io, sync::Arc};
+use std::{
+    future::{self, Future},
+    io,
+    sync::Arc,
+    task::Poll,
+};
 use tokio::{
     select,
     sync::{watch, Semaphore},
@@ -207,12 +212,32 @@ where
         // max connections limit are in flight at the same time.
         // After this point, permission to handle a new connection is available.
 
-        let permit = conn_permits.clone().acquire_owned().await.unwrap();
+        let (permit, full) = match conn_permits.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => (conn_permits.clone().acquire_owned().await.unwrap(), true),
+        };
 
         // Wait for a connection. Then, ready to go: synchronously spawn a new
         // session and resume looping.
+        //
+        // A connection already in the listen queue when a slot came free is one
+        // that waited for it.
 
-        let stream = listener.accept().await?;
+        let queued = if full {
+            future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
+        } else {
+            Poll::Pending
+        };
+        let stream = match queued {
+            Poll::Ready(stream) => {
+                let stream = stream?;
+                if let Some(hook) = &callbacks.connection_waited {
+                    hook();
+                }
+                stream
+            }
+            Poll::Pending => listener.accept().await?,
+        };
 
         session::spawn(stream, shutdown_sender, &callbacks, &config, permit);
     }
