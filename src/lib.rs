@@ -43,11 +43,11 @@ use tokio::{
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The sockets of the two front ends; at least one is there (`Config` checks it). The
-/// milter's may come from systemd (`Origin`); the policy service's is always bound. And
-/// the metrics endpoint's, when `metrics_listen` is set.
+/// milter's may come from systemd's socket unit, the policy service's from systemd's file
+/// descriptor store (`Origin`). And the metrics endpoint's, when `metrics_listen` is set.
 pub struct Listeners {
     pub milter: Option<(Listener, Origin)>,
-    pub policy: Option<Listener>,
+    pub policy: Option<(Listener, Origin)>,
     pub metrics: Option<tokio::net::TcpListener>,
 }
 
@@ -100,13 +100,14 @@ pub async fn run(
     };
     let (stop_policy, policy_stopped) = tokio::sync::watch::channel(false);
     let host_name = delegation::host_name();
-    let policy_service = listeners.policy.map(|listener| {
+    let policy_service = listeners.policy.map(|(listener, origin)| {
         let limits = delegation::Limits {
             max_connections: config.max_connections,
             idle_timeout: config.idle_timeout,
         };
         tokio::spawn(delegation::serve(
             listener,
+            origin,
             shared.clone(),
             limits,
             host_name.clone(),

@@ -72,6 +72,7 @@ pub fn host_name() -> Option<String> {
 /// connections count in `Shared::sessions`, which the caller's drain waits for.
 pub async fn serve(
     listener: Listener,
+    origin: Origin,
     shared: Arc<Shared>,
     limits: Limits,
     host_name: Option<String>,
@@ -84,7 +85,7 @@ pub async fn serve(
         warned_state: AtomicBool::new(false),
         warned_request: AtomicBool::new(false),
     });
-    let (mut listener, stop_handle) = StoppableListener::new(listener, Origin::Bound);
+    let (mut listener, stop_handle) = StoppableListener::new(listener, origin);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut last_full_warning: Option<Instant> = None;
     loop {
@@ -134,6 +135,7 @@ pub async fn serve(
             drop(permit);
         });
     }
-    // New connections are refused from now on; a unix socket file is removed by main.
+    // New connections are refused from now on (they wait in the socket when systemd
+    // holds it for the next instance); a unix socket file is removed by main.
     stop_handle.stop();
 }
