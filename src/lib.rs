@@ -98,6 +98,13 @@ pub async fn run(
         connection_timeout: config.idle_timeout,
         ..Default::default()
     };
+    // What a stop does to new connections, for the shutdown line: the milter's socket
+    // decides, or the policy service's when it is alone.
+    let origin = listeners
+        .milter
+        .as_ref()
+        .or(listeners.policy.as_ref())
+        .map_or(Origin::Bound, |(_, origin)| *origin);
     let (stop_policy, policy_stopped) = tokio::sync::watch::channel(false);
     let host_name = delegation::host_name();
     let policy_service = listeners.policy.map(|(listener, origin)| {
@@ -117,10 +124,6 @@ pub async fn run(
     let metrics = listeners
         .metrics
         .map(|listener| tokio::spawn(metrics::serve(listener, shared.clone())));
-    let origin = listeners
-        .milter
-        .as_ref()
-        .map_or(Origin::Bound, |(_, origin)| *origin);
     let (milter, stop_milter) = match listeners.milter {
         Some((listener, origin)) => {
             let (listener, handle) = StoppableListener::new(listener, origin);

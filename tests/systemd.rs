@@ -430,6 +430,9 @@ fn the_policy_socket_is_kept_in_systemds_store_across_a_restart() {
     );
     assert_eq!(policy_answer(policy), "action=550 5.7.1 bogus helo");
     assert!(first.stop());
+    assert!(fs::read_to_string(dir.path().join("first.log"))
+        .unwrap()
+        .contains("event=shutdown new_connections=queued"));
 
     // Between two instances: the stored socket still listens (one shut at stop would
     // refuse this), and the request waits in its queue for the next instance.
