@@ -200,7 +200,7 @@ fn main() -> ExitCode {
             "milter.conf"
         };
         let policy = match &config.policy_socket {
-            Some(socket) => match policy_listener(stored_policy, socket, &config, &notifier) {
+            Some(socket) => match policy_listener(stored_policy, stale, socket, &config, &notifier) {
                 Ok(policy) => Some(policy),
                 Err(e) => {
                     log::error!("event=start result=failed policy_socket={socket} error={e:?}");
@@ -264,13 +264,19 @@ fn main() -> ExitCode {
 /// handed to the store, so that the next instance gets it. A socket in the store is
 /// systemd's from then on: not shut at stop and, for a unix socket, its file not removed
 /// (`Origin::Systemd`, no `unix_file`).
+/// `forgotten`: systemd was told to drop every socket stored under the name, this one too,
+/// so it is stored again.
 fn policy_listener(
     stored: Option<systemd::Inherited>,
+    forgotten: bool,
     socket: &bogus_helo_milter::socket::Socket,
     config: &Config,
     notifier: &systemd::Notifier,
 ) -> Result<(Bound, Origin), String> {
     if let Some(fd) = stored {
+        if forgotten {
+            fd.store(notifier);
+        }
         let listener = fd.into_listener().map_err(|e| e.to_string())?;
         let bound = Bound {
             listener,

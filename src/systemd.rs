@@ -23,7 +23,7 @@ use std::{
     fs, io,
     io::IoSlice,
     os::{
-        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::{fs::FileTypeExt, net::UnixDatagram},
     },
     path::PathBuf,
@@ -137,6 +137,11 @@ impl Inherited {
             Some(path) => Address::Socket(Socket::Unix(PathBuf::from(path))),
             None => Address::Other("an abstract or unnamed unix socket".into()),
         }
+    }
+
+    /// Hands the socket (back) to systemd's file descriptor store under its name.
+    pub fn store(&self, notifier: &Notifier) -> bool {
+        notifier.store(self.fd.as_fd(), &self.name)
     }
 
     /// The socket as the milter's listener. It stays open in systemd too: stopping must

@@ -523,3 +523,48 @@ fn a_stored_policy_socket_milter_conf_no_longer_names_is_forgotten() {
     );
     assert!(milter.stop());
 }
+
+/// Two copies of the stored socket (both named `policy`): one is served, and since the
+/// store is emptied of the name, that one is stored again.
+#[test]
+fn a_duplicate_in_the_store_is_dropped_and_the_served_socket_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (notify, notify_path) = notify_socket(dir.path());
+    let kept = TcpListener::bind("127.0.0.1:0").unwrap();
+    let policy = kept.local_addr().unwrap();
+    let copy = kept.try_clone().unwrap();
+    let config =
+        format!("socket = \"\"\npolicy_socket = \"inet:{policy}\"\ntrusted_networks = []\n");
+
+    let milter = Activated::start_notifying(
+        dir.path(),
+        "twice",
+        &config,
+        &[("policy", &kept), ("policy", &copy)],
+        Some(&notify_path),
+    );
+    let mut messages = notifications(&notify);
+    let remove = messages
+        .iter()
+        .position(|(m, _)| m == "FDSTOREREMOVE=1\nFDNAME=policy")
+        .unwrap_or_else(|| panic!("no FDSTOREREMOVE: {messages:?}"));
+    let store = messages
+        .iter()
+        .position(|(m, _)| m == "FDSTORE=1\nFDNAME=policy")
+        .unwrap_or_else(|| panic!("the served socket was not stored again: {messages:?}"));
+    assert!(remove < store, "{messages:?}");
+    let fd = messages[store]
+        .1
+        .pop()
+        .expect("FDSTORE without a descriptor");
+    assert_eq!(TcpListener::from(fd).local_addr().unwrap(), policy);
+    assert!(
+        milter.wait_for_log(&format!(
+            "event=listen policy_socket=inet:{policy} from=systemd"
+        )),
+        "{}",
+        milter.log()
+    );
+    assert_eq!(policy_answer(policy), "action=550 5.7.1 bogus helo");
+    assert!(milter.stop());
+}
