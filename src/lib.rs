@@ -43,11 +43,11 @@ use tokio::{
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The sockets of the two front ends; at least one is there (`Config` checks it). The
-/// milter's may come from systemd (`Origin`); the policy service's is always bound. And
-/// the metrics endpoint's, when `metrics_listen` is set.
+/// milter's may come from systemd's socket unit, the policy service's from systemd's file
+/// descriptor store (`Origin`). And the metrics endpoint's, when `metrics_listen` is set.
 pub struct Listeners {
     pub milter: Option<(Listener, Origin)>,
-    pub policy: Option<Listener>,
+    pub policy: Option<(Listener, Origin)>,
     pub metrics: Option<tokio::net::TcpListener>,
 }
 
@@ -103,15 +103,23 @@ pub async fn run(
         connection_timeout: config.idle_timeout,
         ..Default::default()
     };
+    // What a stop does to new connections, for the shutdown line: the milter's socket
+    // decides, or the policy service's when it is alone.
+    let origin = listeners
+        .milter
+        .as_ref()
+        .or(listeners.policy.as_ref())
+        .map_or(Origin::Bound, |(_, origin)| *origin);
     let (stop_policy, policy_stopped) = tokio::sync::watch::channel(false);
     let host_name = delegation::host_name();
-    let policy_service = listeners.policy.map(|listener| {
+    let policy_service = listeners.policy.map(|(listener, origin)| {
         let limits = delegation::Limits {
             max_connections: config.max_connections,
             idle_timeout: config.policy_idle_timeout,
         };
         tokio::spawn(delegation::serve(
             listener,
+            origin,
             shared.clone(),
             limits,
             host_name.clone(),
@@ -121,10 +129,6 @@ pub async fn run(
     let metrics = listeners
         .metrics
         .map(|listener| tokio::spawn(metrics::serve(listener, shared.clone())));
-    let origin = listeners
-        .milter
-        .as_ref()
-        .map_or(Origin::Bound, |(_, origin)| *origin);
     let (milter, stop_milter) = match listeners.milter {
         Some((listener, origin)) => {
             let (listener, handle) = StoppableListener::new(listener, origin);

@@ -6,7 +6,8 @@ use bogus_helo_milter::{
     systemd, Listeners,
 };
 use clap::{Parser, Subcommand};
-use std::{path::PathBuf, process::ExitCode};
+use indymilter::EitherListener;
+use std::{os::fd::AsFd, path::PathBuf, process::ExitCode};
 use tokio::signal::unix::{signal, SignalKind};
 
 mod reload_command;
@@ -166,6 +167,13 @@ fn main() -> ExitCode {
             },
             None => None,
         };
+        // The policy service's socket from systemd's file descriptor store (an earlier
+        // instance put it there), when it is still milter.conf's; else it is bound below.
+        let (stored_policy, stale) =
+            systemd::policy_socket(&mut from_systemd, config.policy_socket.as_ref());
+        if stale {
+            notifier.forget(systemd::POLICY_FD_NAME);
+        }
         // The milter's socket, from systemd or bound here, when there is one.
         let milter = match &config.socket {
             Some(socket) => {
@@ -194,8 +202,6 @@ fn main() -> ExitCode {
             }
             None => None,
         };
-        // The policy service's socket is always bound here: the socket unit passes only
-        // the milter's (`FileDescriptorName=milter`).
         for fd in from_systemd {
             log::warn!(
                 "event=start systemd_socket={} name={:?} served=no reason=\"socket = \\\"\\\" in milter.conf: no milter\"",
@@ -203,14 +209,16 @@ fn main() -> ExitCode {
                 fd.name
             );
         }
+        let policy_from = if stored_policy.is_some() {
+            "systemd"
+        } else {
+            "milter.conf"
+        };
         let policy = match &config.policy_socket {
-            Some(socket) => match socket.bind(config.unix_permissions) {
-                Ok(bound) => Some(bound),
+            Some(socket) => match policy_listener(stored_policy, stale, socket, &config, &notifier) {
+                Ok(policy) => Some(policy),
                 Err(e) => {
-                    log::error!(
-                        "event=start result=failed policy_socket={socket} error={:?}",
-                        e.to_string()
-                    );
+                    log::error!("event=start result=failed policy_socket={socket} error={e:?}");
                     if let Some(file) = milter.and_then(|(bound, _)| bound.unix_file) {
                         file.remove();
                     }
@@ -219,18 +227,16 @@ fn main() -> ExitCode {
             },
             None => None,
         };
-        for (key, socket, origin) in [
-            ("socket", &config.socket, milter.as_ref().map(|(_, origin)| *origin)),
-            ("policy_socket", &config.policy_socket, Some(Origin::Bound)),
+        let milter_from = match milter.as_ref().map(|(_, origin)| *origin) {
+            Some(Origin::Systemd) => "systemd",
+            _ => "milter.conf",
+        };
+        for (key, socket, from) in [
+            ("socket", &config.socket, milter_from),
+            ("policy_socket", &config.policy_socket, policy_from),
         ] {
             if let Some(socket) = socket {
-                log::info!(
-                    "event=listen {key}={socket} from={}",
-                    match origin {
-                        Some(Origin::Systemd) => "systemd",
-                        _ => "milter.conf",
-                    }
-                );
+                log::info!("event=listen {key}={socket} from={from}");
             }
         }
         let serving: Vec<String> = [&config.socket, &config.policy_socket]
@@ -252,9 +258,9 @@ fn main() -> ExitCode {
                 files.extend(bound.unix_file);
                 (bound.listener, origin)
             }),
-            policy: policy.map(|bound| {
+            policy: policy.map(|(bound, origin)| {
                 files.extend(bound.unix_file);
-                bound.listener
+                (bound.listener, origin)
             }),
             metrics,
         };
@@ -267,6 +273,51 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         }
     })
+}
+
+/// The policy service's socket: the one from systemd's store, or bound here and then
+/// handed to the store, so that the next instance gets it. A socket in the store is
+/// systemd's from then on: not shut at stop and, for a unix socket, its file not removed
+/// (`Origin::Systemd`, no `unix_file`).
+/// `forgotten`: systemd was told to drop every socket stored under the name, this one too,
+/// so it is stored again.
+fn policy_listener(
+    stored: Option<systemd::Inherited>,
+    forgotten: bool,
+    socket: &bogus_helo_milter::socket::Socket,
+    config: &Config,
+    notifier: &systemd::Notifier,
+) -> Result<(Bound, Origin), String> {
+    if let Some(fd) = stored {
+        if forgotten {
+            fd.store(notifier);
+        }
+        let listener = fd.into_listener().map_err(|e| e.to_string())?;
+        let bound = Bound {
+            listener,
+            unix_file: None,
+        };
+        return Ok((bound, Origin::Systemd));
+    }
+    let bound = socket
+        .bind(config.unix_permissions)
+        .map_err(|e| e.to_string())?;
+    let stored = match &bound.listener {
+        EitherListener::Tcp(l) => notifier.store(l.as_fd(), systemd::POLICY_FD_NAME),
+        EitherListener::Unix(l) => notifier.store(l.as_fd(), systemd::POLICY_FD_NAME),
+    };
+    if stored {
+        log::info!(
+            "event=fdstore policy_socket={socket} name={}",
+            systemd::POLICY_FD_NAME
+        );
+        let bound = Bound {
+            listener: bound.listener,
+            unix_file: None,
+        };
+        return Ok((bound, Origin::Systemd));
+    }
+    Ok((bound, Origin::Bound))
 }
 
 /// Each milter connection is a file descriptor: lift the soft limit (often 1024) to the

@@ -5,25 +5,36 @@
 //! starts (`systemctl restart`, a package upgrade), the MTA's new connections wait in
 //! the kernel's queue instead of being refused. Each socket is matched by its
 //! `FileDescriptorName=`, never by its position, so that more sockets can join.
+//!
+//! The policy service's socket is not in the socket unit: `policy_socket` is milter.conf's
+//! alone. The milter binds it and hands a copy to systemd's file descriptor store
+//! (`FDSTORE=1`, `FileDescriptorStoreMax=` in the unit), which keeps it while the service
+//! restarts and passes it back to the next instance under the name `policy`, as the
+//! socket unit passes the milter's.
 
 use crate::socket::{Listener, Socket};
 use indymilter::EitherListener;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use socket2::SockRef;
 use std::{
     env,
     ffi::OsString,
     fmt::{self, Display, Formatter},
-    io,
+    fs, io,
+    io::IoSlice,
     os::{
-        fd::{FromRawFd, OwnedFd},
-        linux::net::SocketAddrExt,
-        unix::net::{SocketAddr as UnixAddr, UnixDatagram},
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::{fs::FileTypeExt, net::UnixDatagram},
     },
     path::PathBuf,
 };
 
 /// The `FileDescriptorName=` of the milter's socket in `bogus-helo-milter.socket`.
 pub const MILTER_FD_NAME: &str = "milter";
+
+/// The name under which the policy service's socket is kept in systemd's file descriptor
+/// store, and passed back in `LISTEN_FDNAMES`.
+pub const POLICY_FD_NAME: &str = "policy";
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: i32 = 3;
@@ -53,7 +64,7 @@ pub fn take_listen_fds() -> Vec<Inherited> {
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             // Not to be inherited by anything the milter might start.
             let _ = nix::fcntl::fcntl(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                fd.as_raw_fd(),
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
             );
             Inherited { name, fd }
@@ -128,6 +139,11 @@ impl Inherited {
         }
     }
 
+    /// Hands the socket (back) to systemd's file descriptor store under its name.
+    pub fn store(&self, notifier: &Notifier) -> bool {
+        notifier.store(self.fd.as_fd(), &self.name)
+    }
+
     /// The socket as the milter's listener. It stays open in systemd too: stopping must
     /// not shut it (see `StoppableListener::inherited`).
     pub fn into_listener(self) -> io::Result<Listener> {
@@ -153,6 +169,53 @@ impl Inherited {
     }
 }
 
+/// Takes the policy service's socket out of those systemd passed (`policy`, from its file
+/// descriptor store), if it listens where `policy_socket` (milter.conf) says. Any other
+/// one, or all when the policy service is off, is closed here with a warning; the second
+/// value then says that the store holds a socket to forget (`Notifier::forget`).
+pub fn policy_socket(
+    inherited: &mut Vec<Inherited>,
+    socket: Option<&Socket>,
+) -> (Option<Inherited>, bool) {
+    let (ours, rest) = std::mem::take(inherited)
+        .into_iter()
+        .partition(|fd| fd.name == POLICY_FD_NAME);
+    *inherited = rest;
+    let mut chosen = None;
+    let mut stale = false;
+    for fd in ours {
+        let address = fd.address();
+        let reason = match socket {
+            None => Some("policy_socket is off in milter.conf".to_owned()),
+            Some(socket) if address != Address::Socket(socket.clone()) => {
+                Some(format!("milter.conf now says policy_socket={socket}"))
+            }
+            // A unix socket whose file is gone (its directory removed while the service
+            // was stopped, say) listens where no client can reach it.
+            Some(Socket::Unix(path)) if !is_socket_file(path) => {
+                Some(format!("{} is no longer there", path.display()))
+            }
+            Some(_) if chosen.is_some() => Some("a second copy".to_owned()),
+            Some(_) => None,
+        };
+        match reason {
+            None => chosen = Some(fd),
+            Some(reason) => {
+                log::warn!(
+                    "event=start systemd_socket={address} name={:?} served=no reason={reason:?} fdstore=forgotten",
+                    fd.name
+                );
+                stale = true;
+            }
+        }
+    }
+    (chosen, stale)
+}
+
+fn is_socket_file(path: &std::path::Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
+}
+
 /// Picks the milter's socket among those systemd passed: the one named `milter`, if it
 /// listens where `socket` (milter.conf) says. Any other is closed here, and so not
 /// served, with a warning that says how to make the socket unit match.
@@ -163,7 +226,7 @@ pub fn milter_socket(inherited: Vec<Inherited>, socket: &Socket) -> Option<Inher
         let address = fd.address();
         if fd.name != MILTER_FD_NAME {
             log::warn!(
-                "event=start systemd_socket={address} name={:?} served=no reason=\"no FileDescriptorName= this milter knows ({MILTER_FD_NAME})\"",
+                "event=start systemd_socket={address} name={:?} served=no reason=\"no FileDescriptorName= this milter knows ({MILTER_FD_NAME}, {POLICY_FD_NAME})\"",
                 fd.name
             );
         } else if address != wanted || chosen.is_some() {
@@ -203,8 +266,8 @@ impl Notifier {
             let bytes = path.as_encoded_bytes();
             match bytes.strip_prefix(b"@") {
                 // An abstract socket address: `@` stands for the leading NUL byte.
-                Some(name) => UnixAddr::from_abstract_name(name).ok(),
-                None => UnixAddr::from_pathname(PathBuf::from(path)).ok(),
+                Some(name) => UnixAddr::new_abstract(name).ok(),
+                None => UnixAddr::new(bytes).ok(),
             }
         });
         Self { socket }
@@ -212,20 +275,42 @@ impl Notifier {
 
     /// The milter serves its socket.
     pub fn ready(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={status}"));
+        self.send(&format!("READY=1\nSTATUS={status}"), &[]);
     }
 
     /// The milter stops accepting and finishes the sessions in progress.
     pub fn stopping(&self) {
-        self.send("STOPPING=1\nSTATUS=finishing the sessions in progress");
+        self.send("STOPPING=1\nSTATUS=finishing the sessions in progress", &[]);
     }
 
-    fn send(&self, message: &str) {
-        let Some(addr) = &self.socket else { return };
-        let sent = UnixDatagram::unbound().and_then(|s| s.send_to_addr(message.as_bytes(), addr));
-        if let Err(e) = sent {
+    /// Hands a copy of `fd` to systemd's file descriptor store under `name`. True when it
+    /// was sent; whether systemd keeps it depends on the unit's `FileDescriptorStoreMax=`,
+    /// which the milter cannot see. systemd keeps one copy of the same socket however
+    /// often it is sent.
+    pub fn store(&self, fd: BorrowedFd<'_>, name: &str) -> bool {
+        self.send(&format!("FDSTORE=1\nFDNAME={name}"), &[fd.as_raw_fd()])
+    }
+
+    /// Closes every descriptor systemd stores under `name`.
+    pub fn forget(&self, name: &str) {
+        self.send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[]);
+    }
+
+    fn send(&self, message: &str, fds: &[i32]) -> bool {
+        let Some(addr) = &self.socket else {
+            return false;
+        };
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+        let sent = UnixDatagram::unbound().and_then(|s| {
+            let iov = [IoSlice::new(message.as_bytes())];
+            sendmsg(s.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), Some(addr))
+                .map_err(io::Error::from)
+        });
+        if let Err(e) = &sent {
             log::warn!("event=notify error={:?}", e.to_string());
         }
+        sent.is_ok()
     }
 }
 
@@ -289,5 +374,65 @@ mod tests {
             fd: udp.into(),
         };
         assert!(matches!(inherited.address(), Address::Other(_)));
+    }
+
+    fn named(name: &str, fd: impl Into<OwnedFd>) -> Inherited {
+        Inherited {
+            name: name.into(),
+            fd: fd.into(),
+        }
+    }
+
+    #[test]
+    fn the_stored_policy_socket_is_taken_when_milter_conf_names_it() {
+        let policy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = policy.local_addr().unwrap();
+        let milter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut inherited = vec![named("milter", milter), named("policy", policy)];
+        let (chosen, stale) = policy_socket(&mut inherited, Some(&Socket::Inet(addr)));
+        assert_eq!(
+            chosen.map(|fd| fd.address()),
+            Some(Address::Socket(Socket::Inet(addr)))
+        );
+        assert!(!stale);
+        // The milter's socket is left for `milter_socket`.
+        assert_eq!(inherited.len(), 1);
+        assert_eq!(inherited[0].name, "milter");
+    }
+
+    #[test]
+    fn a_stored_policy_socket_milter_conf_does_not_name_is_stale() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for wanted in [None, Some(Socket::Inet(other))] {
+            let policy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut inherited = vec![named("policy", policy)];
+            let (chosen, stale) = policy_socket(&mut inherited, wanted.as_ref());
+            assert!(chosen.is_none() && stale, "{wanted:?}");
+            assert!(inherited.is_empty());
+        }
+        // Two copies: one is served, the store is cleaned up.
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = first.try_clone().unwrap();
+        let mut inherited = vec![named("policy", first), named("policy", second)];
+        let (chosen, stale) = policy_socket(&mut inherited, Some(&Socket::Inet(addr)));
+        assert!(chosen.is_some() && stale);
+    }
+
+    #[test]
+    fn a_stored_unix_policy_socket_whose_file_is_gone_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.sock");
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let copy = unix.try_clone().unwrap();
+        let wanted = Socket::Unix(path.clone());
+        let (chosen, stale) = policy_socket(&mut vec![named("policy", unix)], Some(&wanted));
+        assert!(chosen.is_some() && !stale);
+        fs::remove_file(&path).unwrap();
+        let (chosen, stale) = policy_socket(&mut vec![named("policy", copy)], Some(&wanted));
+        assert!(chosen.is_none() && stale);
     }
 }

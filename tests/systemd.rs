@@ -19,8 +19,8 @@ use std::{
     io::Read,
     net::{SocketAddr, TcpListener, TcpStream},
     os::{
-        fd::{AsRawFd, RawFd},
-        unix::process::CommandExt,
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::{net::UnixDatagram, process::CommandExt},
     },
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -39,6 +39,17 @@ impl Activated {
     /// Starts the milter with `config`, passing `sockets` (name, listener) as descriptors
     /// 3, 4, ... in that order.
     fn start(dir: &Path, name: &str, config: &str, sockets: &[(&str, &TcpListener)]) -> Self {
+        Self::start_notifying(dir, name, config, sockets, None)
+    }
+
+    /// As `start`, with `NOTIFY_SOCKET` naming `notify` when given.
+    fn start_notifying(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        sockets: &[(&str, &TcpListener)],
+        notify: Option<&Path>,
+    ) -> Self {
         let conf = dir.join(format!("{name}.conf"));
         fs::write(&conf, config).unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -60,6 +71,10 @@ impl Activated {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap());
+        match notify {
+            Some(path) => command.env("NOTIFY_SOCKET", path),
+            None => command.env_remove("NOTIFY_SOCKET"),
+        };
         let targets = fds.clone();
         // SAFETY: only dup2 (async-signal-safe) between fork and exec.
         unsafe {
@@ -263,12 +278,23 @@ fn quiet_check_prints_only_errors() {
 
 /// One policy request on a new connection to `addr`; the answer line.
 fn policy_answer(addr: SocketAddr) -> String {
-    use std::io::{BufRead, BufReader, Write};
+    read_answer(send_policy_request(addr))
+}
+
+/// A new connection to `addr` with one policy request sent.
+fn send_policy_request(addr: SocketAddr) -> TcpStream {
+    use std::io::Write;
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream
         .write_all(b"request=smtpd_access_policy\nprotocol_state=RCPT\nhelo_name=[192.0.2.9]\nclient_address=198.51.100.7\nrecipient=u@example.com\n\n")
         .unwrap();
+    stream
+}
+
+/// The answer line to the request sent on `stream`.
+fn read_answer(stream: TcpStream) -> String {
+    use std::io::{BufRead, BufReader};
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
     line.trim_end().to_string()
@@ -327,4 +353,217 @@ fn the_policy_socket_is_bound_beside_a_socket_from_systemd() {
     );
     assert_eq!(policy_answer(policy), "action=550 5.7.1 bogus helo");
     assert!(policy_only.stop());
+}
+
+/// systemd's end of `NOTIFY_SOCKET`: the messages of one start, up to `READY=1`, each
+/// with the descriptors it carried.
+fn notifications(notify: &UnixDatagram) -> Vec<(String, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut messages = Vec::new();
+    while !messages
+        .iter()
+        .any(|(m, _): &(String, _)| m.contains("READY=1"))
+    {
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<UnixAddr>(
+            notify.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .expect("no message from the milter on NOTIFY_SOCKET");
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SAFETY: the kernel just installed these descriptors for this process.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let bytes = msg.bytes;
+        messages.push((String::from_utf8_lossy(&buf[..bytes]).into_owned(), fds));
+    }
+    messages
+}
+
+fn notify_socket(dir: &Path) -> (UnixDatagram, PathBuf) {
+    let path = dir.join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    (socket, path)
+}
+
+/// Issue 19, item 11: the policy socket goes to systemd's file descriptor store, and the
+/// next instance serves it from there, including a connection made between the two.
+#[test]
+fn the_policy_socket_is_kept_in_systemds_store_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (notify, notify_path) = notify_socket(dir.path());
+    let policy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config =
+        format!("socket = \"\"\npolicy_socket = \"inet:{policy}\"\ntrusted_networks = []\n");
+
+    let first = Activated::start_notifying(dir.path(), "first", &config, &[], Some(&notify_path));
+    let mut messages = notifications(&notify);
+    let stored: Vec<_> = messages
+        .iter_mut()
+        .filter(|(m, _)| m.lines().any(|l| l == "FDSTORE=1"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{messages:?}");
+    let (message, fds) = stored.into_iter().next().unwrap();
+    assert!(message.lines().any(|l| l == "FDNAME=policy"), "{message}");
+    assert_eq!(fds.len(), 1, "{message}");
+    let kept = TcpListener::from(fds.pop().unwrap());
+    assert_eq!(kept.local_addr().unwrap(), policy);
+    assert!(
+        first.log().contains(&format!(
+            "event=listen policy_socket=inet:{policy} from=milter.conf"
+        )),
+        "{}",
+        first.log()
+    );
+    assert_eq!(policy_answer(policy), "action=550 5.7.1 bogus helo");
+    assert!(first.stop());
+    assert!(fs::read_to_string(dir.path().join("first.log"))
+        .unwrap()
+        .contains("event=shutdown new_connections=queued"));
+
+    // Between two instances: the stored socket still listens (one shut at stop would
+    // refuse this), and the request waits in its queue for the next instance.
+    let waiting = send_policy_request(policy);
+    let second = Activated::start_notifying(
+        dir.path(),
+        "second",
+        &config,
+        &[("policy", &kept)],
+        Some(&notify_path),
+    );
+    assert_eq!(
+        read_answer(waiting),
+        "action=550 5.7.1 bogus helo",
+        "{}",
+        second.log()
+    );
+    assert!(
+        second.log().contains(&format!(
+            "event=listen policy_socket=inet:{policy} from=systemd"
+        )),
+        "{}",
+        second.log()
+    );
+    let messages = notifications(&notify);
+    assert!(
+        !messages.iter().any(|(m, _)| m.contains("FDSTOREREMOVE")),
+        "{messages:?}"
+    );
+    assert!(second.stop());
+}
+
+/// A stored policy socket that milter.conf no longer names is neither served nor kept:
+/// systemd is told to forget it, and the new one is bound and stored instead.
+#[test]
+fn a_stored_policy_socket_milter_conf_no_longer_names_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (notify, notify_path) = notify_socket(dir.path());
+    let old = TcpListener::bind("127.0.0.1:0").unwrap();
+    let old_addr = old.local_addr().unwrap();
+    let policy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config =
+        format!("socket = \"\"\npolicy_socket = \"inet:{policy}\"\ntrusted_networks = []\n");
+
+    let milter = Activated::start_notifying(
+        dir.path(),
+        "moved",
+        &config,
+        &[("policy", &old)],
+        Some(&notify_path),
+    );
+    let mut messages = notifications(&notify);
+    let remove = messages
+        .iter()
+        .position(|(m, _)| m == "FDSTOREREMOVE=1\nFDNAME=policy")
+        .unwrap_or_else(|| panic!("no FDSTOREREMOVE: {messages:?}"));
+    let store = messages
+        .iter()
+        .position(|(m, _)| m == "FDSTORE=1\nFDNAME=policy")
+        .unwrap_or_else(|| panic!("no FDSTORE: {messages:?}"));
+    assert!(remove < store, "{messages:?}");
+    let fd = messages[store]
+        .1
+        .pop()
+        .expect("FDSTORE without a descriptor");
+    assert_eq!(TcpListener::from(fd).local_addr().unwrap(), policy);
+    let log = milter.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("served=no"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(
+        warning.starts_with("warning: ")
+            && warning.contains(&format!("systemd_socket=inet:{old_addr} name=\"policy\""))
+            && warning.contains(&format!("policy_socket=inet:{policy}")),
+        "{warning}"
+    );
+    assert_eq!(policy_answer(policy), "action=550 5.7.1 bogus helo");
+    // The old socket is not served: a request there gets no answer.
+    let unserved = send_policy_request(old_addr);
+    unserved
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0; 1];
+    assert!(
+        (&unserved).read(&mut byte).is_err(),
+        "the old policy socket answered"
+    );
+    assert!(milter.stop());
+}
+
+/// Two copies of the stored socket (both named `policy`): one is served, and since the
+/// store is emptied of the name, that one is stored again.
+#[test]
+fn a_duplicate_in_the_store_is_dropped_and_the_served_socket_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (notify, notify_path) = notify_socket(dir.path());
+    let kept = TcpListener::bind("127.0.0.1:0").unwrap();
+    let policy = kept.local_addr().unwrap();
+    let copy = kept.try_clone().unwrap();
+    let config =
+        format!("socket = \"\"\npolicy_socket = \"inet:{policy}\"\ntrusted_networks = []\n");
+
+    let milter = Activated::start_notifying(
+        dir.path(),
+        "twice",
+        &config,
+        &[("policy", &kept), ("policy", &copy)],
+        Some(&notify_path),
+    );
+    let mut messages = notifications(&notify);
+    let remove = messages
+        .iter()
+        .position(|(m, _)| m == "FDSTOREREMOVE=1\nFDNAME=policy")
+        .unwrap_or_else(|| panic!("no FDSTOREREMOVE: {messages:?}"));
+    let store = messages
+        .iter()
+        .position(|(m, _)| m == "FDSTORE=1\nFDNAME=policy")
+        .unwrap_or_else(|| panic!("the served socket was not stored again: {messages:?}"));
+    assert!(remove < store, "{messages:?}");
+    let fd = messages[store]
+        .1
+        .pop()
+        .expect("FDSTORE without a descriptor");
+    assert_eq!(TcpListener::from(fd).local_addr().unwrap(), policy);
+    assert!(
+        milter.wait_for_log(&format!(
+            "event=listen policy_socket=inet:{policy} from=systemd"
+        )),
+        "{}",
+        milter.log()
+    );
+    assert_eq!(policy_answer(policy), "action=550 5.7.1 bogus helo");
+    assert!(milter.stop());
 }

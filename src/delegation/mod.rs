@@ -140,13 +140,14 @@ pub fn host_name_warning(config: &crate::config::Config, host: &str) -> Option<S
 /// connections count in `Shared::sessions`, which the caller's drain waits for.
 pub async fn serve(
     listener: Listener,
+    origin: Origin,
     shared: Arc<Shared>,
     limits: Limits,
     host_name: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
     let service = Arc::new(Service::new(shared, host_name, limits));
-    let (mut listener, stop_handle) = StoppableListener::new(listener, Origin::Bound);
+    let (mut listener, stop_handle) = StoppableListener::new(listener, origin);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     service
         .shared
@@ -213,6 +214,7 @@ pub async fn serve(
             drop(permit);
         });
     }
-    // New connections are refused from now on; a unix socket file is removed by main.
+    // New connections are refused from now on (they wait in the socket when systemd
+    // holds it for the next instance); a unix socket file is removed by main.
     stop_handle.stop();
 }
