@@ -5,6 +5,7 @@ mod check;
 mod metrics_listen;
 mod print;
 mod settings;
+mod values;
 
 use crate::{policy::Policy, socket::Socket, socket::UnixPermissions};
 use ipnet::IpNet;
