@@ -117,12 +117,12 @@ fn start(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     let from_systemd = systemd::take_listen_fds();
     let notifier = systemd::Notifier::from_env();
 
-    logging::init(config.log_level);
+    logging::init(config.log_level());
     // Each front end has max_connections of its own.
     let front_ends =
-        usize::from(config.socket.is_some()) + usize::from(config.policy_socket.is_some());
-    raise_open_files_limit(config.max_connections * front_ends);
-    if config.file.is_none() {
+        usize::from(config.socket().is_some()) + usize::from(config.policy_socket().is_some());
+    raise_open_files_limit(config.max_connections() * front_ends);
+    if config.file().is_none() {
         log::info!("event=config file={DEFAULT_PATH:?} status=absent using=built-in-defaults");
     }
 
@@ -160,13 +160,12 @@ async fn serve(
     };
     // The metrics endpoint first: bound before the milter's socket accepts (and
     // before systemd hears "ready"), and a failure leaves no socket file behind.
-    let Ok(metrics) = metrics_listener(config.metrics_listen).await else {
+    let Ok(metrics) = metrics_listener(config.metrics_listen()).await else {
         return ExitCode::FAILURE;
     };
     // The policy service's socket from systemd's file descriptor store (an earlier
     // instance put it there), when it is still milter.conf's; else it is bound below.
-    let (stored_policy, stale) =
-        systemd::policy_socket(&mut from_systemd, config.policy_socket.as_ref());
+    let (stored_policy, stale) = systemd::policy_socket(&mut from_systemd, config.policy_socket());
     if stale {
         notifier.forget(systemd::POLICY_FD_NAME);
     }
@@ -178,7 +177,7 @@ async fn serve(
     } else {
         "milter.conf"
     };
-    let policy = match &config.policy_socket {
+    let policy = match config.policy_socket() {
         Some(socket) => match policy_listener(stored_policy, stale, socket, &config, &notifier) {
             Ok(policy) => Some(policy),
             Err(e) => {
@@ -282,7 +281,7 @@ fn milter_listener(
     config: &Config,
     from_systemd: Vec<systemd::Inherited>,
 ) -> Result<Option<(Bound, Origin)>, ()> {
-    let Some(socket) = &config.socket else {
+    let Some(socket) = config.socket() else {
         for fd in from_systemd {
             log::warn!(
                 "event=start systemd_socket={} name={:?} served=no reason=\"socket = \\\"\\\" in milter.conf: no milter\"",
@@ -302,7 +301,7 @@ fn milter_listener(
             (bound.map_err(|e| e.to_string()), Origin::Systemd)
         }
         None => {
-            let bound = socket.bind(config.unix_permissions);
+            let bound = socket.bind(config.unix_permissions());
             (bound.map_err(|e| e.to_string()), Origin::Bound)
         }
     };
@@ -318,14 +317,14 @@ fn milter_listener(
 /// Logs where each front end listens and tells systemd the service is ready.
 fn announce(config: &Config, milter_from: &str, policy_from: &str, notifier: &systemd::Notifier) {
     for (key, socket, from) in [
-        ("socket", &config.socket, milter_from),
-        ("policy_socket", &config.policy_socket, policy_from),
+        ("socket", config.socket(), milter_from),
+        ("policy_socket", config.policy_socket(), policy_from),
     ] {
         if let Some(socket) = socket {
             log::info!("event=listen {key}={socket} from={from}");
         }
     }
-    let serving: Vec<String> = [&config.socket, &config.policy_socket]
+    let serving: Vec<String> = [config.socket(), config.policy_socket()]
         .into_iter()
         .flatten()
         .map(ToString::to_string)
@@ -358,7 +357,7 @@ fn policy_listener(
         return Ok((bound, Origin::Systemd));
     }
     let bound = socket
-        .bind(config.unix_permissions)
+        .bind(config.unix_permissions())
         .map_err(|e| e.to_string())?;
     let stored = match &bound.listener {
         EitherListener::Tcp(l) => notifier.store(l.as_fd(), systemd::POLICY_FD_NAME),

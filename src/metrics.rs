@@ -415,7 +415,7 @@ mod tests {
     #[test]
     fn every_series_from_the_start_and_values_from_stats() {
         let config = Config::parse("", "test").unwrap();
-        let shared = Arc::new(Shared::new(config.policy));
+        let shared = Arc::new(Shared::new(config.policy().clone()));
         let text = scrape(shared.clone());
         // 2 front ends x 4 actions x 3 rules; 2 x 5 exemptions; 2 x 4 session errors.
         let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
