@@ -1,5 +1,6 @@
-//! `milter.conf`: reading it (`settings`), checking it and compiling it into the policy
-//! and the run-time settings (`check`), and printing the effective one (`print`).
+//! `milter.conf`: reading it (`settings`), parsing each value (`values`), checking it and
+//! compiling it into the policy and the run-time settings (`check`), and printing the
+//! effective one (`print`).
 
 mod check;
 mod metrics_listen;
