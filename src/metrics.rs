@@ -10,7 +10,7 @@
 use crate::{
     policy::RuleKind,
     shared::Shared,
-    stats::{FrontEnd, Outcome, SessionError, Stats, RCPT_ANSWER_BUCKETS},
+    stats::{FrontEnd, Key, Outcome, SessionError, Stats, RCPT_ANSWER_BUCKETS},
     verdict::Exemption,
     VERSION,
 };
@@ -233,6 +233,19 @@ fn per_front_end(
         .map(move |via| ([("front_end", via.name())], value(via)))
 }
 
+/// A series per front end and reason: `[("front_end", ...), ("reason", ...)]`.
+fn per_front_end_and_reason<R: Key>(
+    reason: fn(&R) -> &'static str,
+    value: impl Fn(FrontEnd, R) -> u64 + Copy,
+) -> impl Iterator<Item = ([(&'static str, &'static str); 2], u64)> {
+    FrontEnd::ALL.into_iter().flat_map(move |via| {
+        R::ALL.iter().map(move |&r| {
+            let labels = [("front_end", via.name()), ("reason", reason(&r))];
+            (labels, value(via, r))
+        })
+    })
+}
+
 /// Recipients refused (or that would have been) and exempted.
 fn encode_verdict_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
     let matched = FrontEnd::ALL.into_iter().flat_map(|via| {
@@ -253,17 +266,11 @@ fn encode_verdict_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> 
         "Recipients refused, or that would have been (log) or were tagged, by front end, rule and action.",
         matched,
     )?;
-    let exempted = FrontEnd::ALL.into_iter().flat_map(|via| {
-        Exemption::ALL.into_iter().map(move |exemption| {
-            let labels = [("front_end", via.name()), ("reason", exemption.name())];
-            (labels, stats.exempted(via, exemption))
-        })
-    });
     counters(
         encoder,
         "exemptions",
         "Recipients that a rule matched but an exemption let through, by front end and reason.",
-        exempted,
+        per_front_end_and_reason(Exemption::name, |via, e| stats.exempted(via, e)),
     )
 }
 
@@ -321,17 +328,11 @@ fn encode_connection_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) 
         "MTA connections that waited in the listen queue for a slot, max_connections being reached, by front end.",
         per_front_end(|via| stats.connection_waits(via)),
     )?;
-    let errors = FrontEnd::ALL.into_iter().flat_map(|via| {
-        SessionError::ALL.into_iter().map(move |reason| {
-            let labels = [("front_end", via.name()), ("reason", reason.name())];
-            (labels, stats.session_errors(via, reason))
-        })
-    });
     counters(
         encoder,
         "session_errors",
         "MTA sessions closed on an error, by front end and reason (protocol, oversized, timeout, io).",
-        errors,
+        per_front_end_and_reason(SessionError::name, |via, r| stats.session_errors(via, r)),
     )
 }
 
