@@ -72,19 +72,19 @@ pub async fn run(
         let shared = shared.clone();
         let mut current = config.clone();
         async move {
-            let mut ticks = stats_ticks(current.stats_interval);
+            let mut ticks = stats_ticks(current.stats_interval());
             loop {
                 select! {
                     _ = hangup.recv() => {
                         if let Some(new) = reload(&shared, &current, config_path.as_deref()) {
-                            if new.stats_interval != current.stats_interval {
-                                ticks = stats_ticks(new.stats_interval);
+                            if new.stats_interval() != current.stats_interval() {
+                                ticks = stats_ticks(new.stats_interval());
                             }
                             current = new;
                         }
                     }
                     _ = usr1.recv() => info!("event=stats {}", shared.stats),
-                    _ = ticks.tick(), if current.stats_interval.is_some() => {
+                    _ = ticks.tick(), if current.stats_interval().is_some() => {
                         info!("event=stats {}", shared.stats);
                     }
                 }
@@ -96,11 +96,11 @@ pub async fn run(
     if listeners.milter.is_some() {
         shared
             .stats
-            .set_connections_max(stats::FrontEnd::Milter, config.max_connections);
+            .set_connections_max(stats::FrontEnd::Milter, config.max_connections());
     }
     let milter_config = indymilter::Config {
-        max_connections: config.max_connections,
-        connection_timeout: config.idle_timeout,
+        max_connections: config.max_connections(),
+        connection_timeout: config.idle_timeout(),
         ..Default::default()
     };
     // What a stop does to new connections, for the shutdown line: the milter's socket
@@ -114,8 +114,8 @@ pub async fn run(
     let host_name = delegation::host_name();
     let policy_service = listeners.policy.map(|(listener, origin)| {
         let limits = delegation::Limits {
-            max_connections: config.max_connections,
-            idle_timeout: config.policy_idle_timeout,
+            max_connections: config.max_connections(),
+            idle_timeout: config.policy_idle_timeout(),
         };
         tokio::spawn(delegation::serve(
             listener,
@@ -150,11 +150,11 @@ pub async fn run(
     let off = || "off".to_string();
     info!(
         "event=start version={VERSION} socket={} policy_socket={} config={:?} own_interface_addresses={}{}",
-        config.socket.as_ref().map_or_else(off, ToString::to_string),
-        config.policy_socket.as_ref().map_or_else(off, ToString::to_string),
+        config.socket().map_or_else(off, ToString::to_string),
+        config.policy_socket().map_or_else(off, ToString::to_string),
         config.origin(),
         interfaces.len(),
-        match (&config.policy_socket, &host_name) {
+        match (config.policy_socket(), &host_name) {
             (None, _) => String::new(),
             (Some(_), name) => format!(" policy_host_name={}", quote(name.as_deref().unwrap_or(""))),
         }
@@ -225,7 +225,7 @@ fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> 
             let interfaces = interfaces::addresses();
             shared.set_policy(new.policy_with(&interfaces));
             shared.stats.config_loaded(true);
-            logging::set_level(new.log_level);
+            logging::set_level(new.log_level());
             let waiting = current.restart_keys(&new);
             if !waiting.is_empty() {
                 warn!(
@@ -236,8 +236,8 @@ fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> 
             info!(
                 "event=reload result=ok config={:?} log_level={} stats_interval={}",
                 new.origin(),
-                new.log_level.as_str().to_ascii_lowercase(),
-                new.stats_interval
+                new.log_level().as_str().to_ascii_lowercase(),
+                new.stats_interval()
                     .map_or("0".to_string(), |d| humantime::format_duration(d)
                         .to_string())
             );
