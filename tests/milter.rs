@@ -368,14 +368,26 @@ async fn reply_url_follows_the_text() {
     );
 }
 
+/// A HELO that matches a rule is logged: peer text in it and in the recipient (CR, LF,
+/// quotes, backslashes, `key=value` look-alikes) stays inside its quoted field.
 #[tokio::test]
 async fn peer_text_cannot_split_or_forge_a_log_line() {
     let milter = Milter::start("");
-    let helo = "[192.0.2.9]\r\nforged action=reject \"x\"\u{1b}[31m";
-    let mut conn = session(&milter, [198, 51, 100, 7], None).await;
-    conn.helo(helo).await.unwrap();
+    // The HELO is the recipient's domain, so rule rcpt-domain matches and the line is logged.
+    let domain = "x.example\r\nforged action=accept helo=\"y\" \\z";
+    let mut conn = session(&milter, [198, 51, 100, 7], Some(domain)).await;
     conn.mail(["<a@example.org>"]).await.unwrap();
-    assert_eq!(rcpt(&mut conn, "u\nx@example.com").await, Status::Continue);
+    assert_eq!(
+        rcpt(&mut conn, &format!("u@{domain}")).await,
+        reject("bogus helo matches rcpt")
+    );
+    // An IP literal (rule ip) with a recipient that forges fields.
+    conn.helo("[192.0.2.9]").await.unwrap();
+    conn.mail(["<a@example.org>"]).await.unwrap();
+    assert_eq!(
+        rcpt(&mut conn, "u\" rule=off\r\n\\x@example.com").await,
+        reject("bogus helo")
+    );
     conn.helo(CString::new(b"[192.0.2.9]\xff".to_vec()).unwrap())
         .await
         .unwrap();
@@ -389,14 +401,30 @@ async fn peer_text_cannot_split_or_forge_a_log_line() {
         Status::Continue,
         "a name with junk bytes is no IP address"
     );
-    conn.helo("192.0.2.9").await.unwrap();
-    conn.mail(["<a@example.org>"]).await.unwrap();
-    assert_eq!(
-        rcpt(&mut conn, "u\r\n@example.com").await,
-        reject("bogus helo")
-    );
     conn.close().await.unwrap();
-    assert!(milter.wait_for_log("rcpt=\"u\\x0d\\x0a@example.com\"", Duration::from_secs(5)));
+    // Written by hand from logging::quote's promise: `"` and `\` escaped, CR and LF as \xNN.
+    let expected = [
+        concat!(
+            r#"action=reject rule=rcpt-domain client=198.51.100.7 "#,
+            r#"helo="x.example\x0d\x0aforged action=accept helo=\"y\" \\z" "#,
+            r#"rcpt="u@x.example\x0d\x0aforged action=accept helo=\"y\" \\z" "#,
+            r#"reply="550 5.7.1 bogus helo matches rcpt" via=milter"#,
+        ),
+        concat!(
+            r#"action=reject rule=ip client=198.51.100.7 helo="[192.0.2.9]" "#,
+            r#"rcpt="u\" rule=off\x0d\x0a\\x@example.com" "#,
+            r#"reply="550 5.7.1 bogus helo" via=milter"#,
+        ),
+    ];
+    for line in expected {
+        assert!(
+            milter.wait_for(Duration::from_secs(10), |log| log
+                .lines()
+                .any(|l| l == line)),
+            "no line\n{line}\nin\n{}",
+            milter.log()
+        );
+    }
     for line in milter.log().lines() {
         assert!(!line.starts_with("forged"), "{line}");
     }
