@@ -364,3 +364,71 @@ fn a_duplicate_domain_is_refused_naming_both_spellings() {
         assert!(error.contains(spelling), "{error} does not name {spelling}");
     }
 }
+
+/// The normal forms the `helo` property only checks for idempotence, pinned by hand.
+#[test]
+fn normal_forms_written_by_hand() {
+    for (name, normal) in [
+        ("example.com", "example.com"),
+        ("Example.COM", "example.com"),
+        ("example.com.", "example.com"),
+        ("MX.Example.Com.", "mx.example.com"),
+        ("B\u{fc}cher.example", "xn--bcher-kva.example"),
+        ("b\u{fc}cher.example.", "xn--bcher-kva.example"),
+        ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+        ("exam\u{ad}ple.com", "example.com"),
+        ("example.com\u{3002}", "example.com"),
+    ] {
+        assert_eq!(domain::normalize(name), normal, "{name:?}");
+    }
+    let v4 = |text: &str| Helo::Ip(text.parse().unwrap());
+    for (helo, normal) in [
+        ("192.0.2.9", v4("192.0.2.9")),
+        ("[192.0.2.9]", v4("192.0.2.9")),
+        // Every inet_aton form of 192.0.2.9: a.b.c.d in decimal, octal and hex parts,
+        // a.b.c (c 16 bits), a.b (b 24 bits), one 32-bit number.
+        ("[0300.0.02.011]", v4("192.0.2.9")),
+        ("0xc0.0x0.0x2.0x9", v4("192.0.2.9")),
+        ("[192.0.521]", v4("192.0.2.9")),
+        ("192.0x209", v4("192.0.2.9")),
+        ("192.01011", v4("192.0.2.9")),
+        ("[3221225993]", v4("192.0.2.9")),
+        ("0xc0000209", v4("192.0.2.9")),
+        ("030000001011", v4("192.0.2.9")),
+        (
+            "[IPv6:2001:DB8:0:0:0:0:0:25]",
+            Helo::Ip("2001:db8::25".parse().unwrap()),
+        ),
+        (
+            "[IPv6:2001:db8::25]",
+            Helo::Ip("2001:db8::25".parse().unwrap()),
+        ),
+        ("[IPv6:::ffff:192.0.2.9]", v4("192.0.2.9")),
+        ("::ffff:192.0.2.9", v4("192.0.2.9")),
+        ("[IPv6:::1]", Helo::Ip("::1".parse().unwrap())),
+        (
+            "Client.Example.NET.",
+            Helo::Name("client.example.net".into()),
+        ),
+        ("[192.0.2.9", Helo::Name("[192.0.2.9".into())),
+        ("192.0.2.256", Helo::Name("192.0.2.256".into())),
+    ] {
+        assert_eq!(Helo::parse(helo), normal, "{helo:?}");
+    }
+    // The MTA's {daemon_addr} and {if_addr} texts.
+    for (text, ip) in [
+        ("192.0.2.25", Some("192.0.2.25")),
+        ("[192.0.2.25]", Some("192.0.2.25")),
+        ("IPv6:2001:db8::25", Some("2001:db8::25")),
+        ("2001:DB8::25", Some("2001:db8::25")),
+        ("fe80::25%eth0", Some("fe80::25")),
+        ("::ffff:192.0.2.25", Some("192.0.2.25")),
+        ("mx.example.com", None),
+    ] {
+        assert_eq!(
+            parse_macro_ip(text),
+            ip.map(|ip| ip.parse::<IpAddr>().unwrap()),
+            "{text:?}"
+        );
+    }
+}
