@@ -282,6 +282,44 @@ async fn loopback_is_trusted_by_default() {
     conn.close().await.unwrap();
 }
 
+/// A dual-stack socket gives an IPv4 client IPv4-mapped: the milter judges and logs it as
+/// the IPv4 address (trusted as 127.0.0.1 by default, in an IPv4 network, named in the log).
+#[tokio::test]
+async fn ipv4_mapped_clients_count_as_ipv4() {
+    let milter = Milter::start(
+        "log_level = \"debug\"\ntrusted_networks = [\"127.0.0.0/8\", \"192.0.2.0/24\"]",
+    );
+    for (client, status) in [
+        ("::ffff:127.0.0.1", Status::Continue),
+        ("::ffff:192.0.2.7", Status::Continue),
+        ("::ffff:198.51.100.7", reject("bogus helo")),
+    ] {
+        let client: std::net::Ipv6Addr = client.parse().unwrap();
+        let mut conn = TestConnection::open(milter.addr()).await.expect("open");
+        conn.macros(MacroStage::Connect, [("{daemon_addr}", "192.0.2.25")])
+            .await
+            .unwrap();
+        conn.connect("client.example.net", client).await.unwrap();
+        conn.helo("[198.51.100.9]").await.unwrap();
+        conn.mail(["<a@example.org>"]).await.unwrap();
+        assert_eq!(rcpt(&mut conn, "u@example.com").await, status, "{client}");
+        conn.close().await.unwrap();
+    }
+    for line in [
+        "debug: action=accept exempt=trusted rule=ip client=127.0.0.1 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" via=milter",
+        "debug: action=accept exempt=trusted rule=ip client=192.0.2.7 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" via=milter",
+        "action=reject rule=ip client=198.51.100.7 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" reply=\"550 5.7.1 bogus helo\" via=milter",
+    ] {
+        assert!(
+            milter.wait_for(Duration::from_secs(10), |log| log
+                .lines()
+                .any(|l| l == line)),
+            "no line\n{line}\nin\n{}",
+            milter.log()
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_latest_helo_counts_and_no_helo_matches_nothing() {
     let milter = Milter::start("");

@@ -248,6 +248,42 @@ fn each_rule_exemption_and_action_on_one_connection() {
     );
 }
 
+/// Postfix on a dual-stack socket may give an IPv4 client IPv4-mapped in client_address:
+/// the service judges and logs it as the IPv4 address.
+#[test]
+fn ipv4_mapped_clients_count_as_ipv4() {
+    let service = Milter::start_policy(
+        "log_level = \"debug\"\ntrusted_networks = [\"127.0.0.0/8\", \"192.0.2.0/24\"]",
+        false,
+    );
+    let mut client = Client::connect(service.addr());
+    for (address, answer) in [
+        ("::ffff:127.0.0.1", DUNNO),
+        ("::ffff:192.0.2.7", DUNNO),
+        ("::ffff:198.51.100.7", REJECT),
+    ] {
+        let request = rcpt_request(
+            "[198.51.100.9]",
+            "u@example.com",
+            &[("client_address", address)],
+        );
+        assert_eq!(client.ask(&request), answer, "{address}");
+    }
+    for line in [
+        "debug: action=accept exempt=trusted rule=ip client=127.0.0.1 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" via=policy",
+        "debug: action=accept exempt=trusted rule=ip client=192.0.2.7 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" via=policy",
+        "action=reject rule=ip client=198.51.100.7 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" reply=\"550 5.7.1 bogus helo\" via=policy",
+    ] {
+        assert!(
+            service.wait_for(Duration::from_secs(10), |log| log
+                .lines()
+                .any(|l| l == line)),
+            "no line\n{line}\nin\n{}",
+            service.log()
+        );
+    }
+}
+
 #[test]
 fn reply_url_follows_the_text() {
     let service = Milter::start_policy(
