@@ -32,6 +32,8 @@ pub struct Milter {
     /// The socket lines that each config written gets before the test's own.
     head: String,
     dir: TempDir,
+    /// Holds the wrapper of [`Milter::start_policy_on_host`].
+    wrapper_dir: Option<TempDir>,
 }
 
 /// Where the milter listens.
@@ -91,6 +93,7 @@ impl Milter {
                         endpoint,
                         head,
                         dir,
+                        wrapper_dir: None,
                     }
                 }
                 None => continue,
@@ -139,6 +142,7 @@ impl Milter {
             endpoint,
             head,
             dir,
+            wrapper_dir: None,
         }
     }
 
@@ -146,6 +150,40 @@ impl Milter {
     /// the milter's socket off, or with `milter` also on a free port
     /// (`milter_addr`). `config` is TOML without `socket` and `policy_socket`.
     pub fn start_policy(config: &str, milter: bool) -> Self {
+        Self::start_policy_from(&bin(), config, milter)
+    }
+
+    /// [`Milter::start_policy`] without the milter's socket, on a host named `host_name`:
+    /// the binary runs in a UTS namespace of its own (`unshare --uts`, which needs root),
+    /// so that a test does not depend on the name of the host it runs on. `None` when
+    /// that namespace cannot be made.
+    pub fn start_policy_on_host(config: &str, host_name: &str) -> Option<Self> {
+        let probe = Command::new("unshare")
+            .args(["--uts", "hostname", "probe.example"])
+            .stderr(Stdio::null())
+            .status();
+        if !probe.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wrapper = dir.path().join("on-host");
+        // unshare and `exec` keep the pid, so signals reach the milter itself.
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec unshare --uts sh -c 'hostname \"$0\" && exec \"$@\"' '{host_name}' '{}' \"$@\"\n",
+                bin().display()
+            ),
+        )
+        .expect("write wrapper");
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut service = Self::start_policy_from(&wrapper, config, false);
+        // The wrapper's dir must live as long as the milter.
+        service.wrapper_dir = Some(dir);
+        Some(service)
+    }
+
+    fn start_policy_from(bin: &Path, config: &str, milter: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         for _ in 0..5 {
             let endpoint = Endpoint::Inet(SocketAddr::from(([127, 0, 0, 1], free_port())));
@@ -157,12 +195,13 @@ impl Milter {
                 "socket = \"{socket}\"\npolicy_socket = \"{}\"\n",
                 endpoint.spec()
             );
-            if let Some(child) = Self::spawn(&bin(), dir.path(), &endpoint, &head, config, &[]) {
+            if let Some(child) = Self::spawn(bin, dir.path(), &endpoint, &head, config, &[]) {
                 let milter = Self {
                     child,
                     endpoint,
                     head,
                     dir,
+                    wrapper_dir: None,
                 };
                 // The milter's socket is bound before the policy one: when the policy
                 // socket accepts, both are up.

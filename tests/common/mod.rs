@@ -24,3 +24,17 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Whether a dependency a test needs is here. When it is not: under CI (`CI` set, as
+/// `.ci/run` runs in CI) the test fails saying what to install; elsewhere it prints
+/// that it skips, and the caller returns.
+pub fn dependency(available: bool, what: &str, install: &str) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{what} is missing and CI is set: {install}");
+    }
+    eprintln!("SKIPPED: {what} is missing ({install}); under CI=true this fails");
+    false
+}
