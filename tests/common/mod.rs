@@ -9,7 +9,10 @@ pub mod null_policy;
 pub mod raw;
 pub mod smtp;
 
-use std::time::{Duration, Instant};
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
 
 /// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -35,6 +38,10 @@ pub fn dependency(available: bool, what: &str, install: &str) -> bool {
     if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
         panic!("{what} is missing and CI is set: {install}");
     }
-    eprintln!("SKIPPED: {what} is missing ({install}); under CI=true this fails");
+    // Written to the stream itself: libtest captures only `eprintln!`'s output.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {what} is missing ({install}); under CI=true this fails"
+    );
     false
 }
