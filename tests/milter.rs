@@ -610,22 +610,6 @@ async fn sigterm_refuses_new_connections_and_lets_sessions_finish() {
     assert!(milter.stop(), "exit status 0");
 }
 
-/// The body of a scrape of the metrics endpoint at `addr` (HTTP/1.0: the body ends at
-/// the close).
-fn scrape(addr: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
-
 #[tokio::test]
 async fn idle_connections_time_out() {
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], common::milter::free_port()));
@@ -636,12 +620,16 @@ async fn idle_connections_time_out() {
     // The positive event: the milter counts the connection closed.
     let open =
         |n: u32| format!("\nbogus_helo_milter_connections_open{{front_end=\"milter\"}} {n}\n");
-    assert!(scrape(metrics).contains(&open(1)), "{}", scrape(metrics));
     assert!(
-        common::wait_until(Duration::from_secs(10), || scrape(metrics)
+        common::milter::scrape(metrics).contains(&open(1)),
+        "{}",
+        common::milter::scrape(metrics)
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(10), || common::milter::scrape(metrics)
             .contains(&open(0))),
         "the idle connection was not closed: {}",
-        scrape(metrics)
+        common::milter::scrape(metrics)
     );
     // MAIL gets no reply (the MTA was told not to wait), so RCPT finds the connection closed.
     let _ = idle.mail(["<a@example.org>"]).await;
