@@ -545,6 +545,77 @@ async fn reload_applies_to_new_connections_and_a_bad_config_keeps_the_old() {
     assert!(milter.stop(), "clean exit on SIGTERM");
 }
 
+/// A reload that cannot read a usable file keeps the old verdicts and logs the failure:
+/// the file deleted, unreadable by the milter's user, writable by every user, or replaced
+/// by a directory while the milter runs. The milter runs as nobody: root reads any file.
+#[tokio::test]
+async fn a_config_file_gone_unreadable_world_writable_or_a_directory_keeps_the_old() {
+    use std::{fs, os::unix::fs::PermissionsExt};
+    if !common::dependency(
+        nix::unistd::geteuid().is_root(),
+        "root (the milter runs as nobody through setpriv)",
+        "run the tests as root",
+    ) {
+        return;
+    }
+    let milter = Milter::start_as_nobody("action = \"tempfail\"");
+    let path = milter.config_path();
+    let set_mode =
+        |mode: u32| fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    let cases: [(&str, &dyn Fn(), &str); 4] = [
+        (
+            "deleted",
+            &|| fs::remove_file(&path).unwrap(),
+            "no such configuration file",
+        ),
+        ("unreadable", &|| set_mode(0o200), "permission denied"),
+        (
+            "world-writable",
+            &|| set_mode(0o666),
+            "writable by every user",
+        ),
+        (
+            "a directory",
+            &|| {
+                fs::remove_file(&path).unwrap();
+                fs::create_dir(&path).unwrap();
+            },
+            "not a regular file",
+        ),
+    ];
+    for (what, break_file, reason) in cases {
+        // What the file would say, could it be read: a verdict that shows it was not.
+        milter.write_config("action = \"log\"");
+        set_mode(0o644);
+        break_file();
+        let line = milter.reload();
+        assert!(
+            line.contains("event=reload result=failed keeping=previous"),
+            "{what}: {line}"
+        );
+        assert!(
+            line.contains(&path.display().to_string()) && line.contains(reason),
+            "{what}: the error names the file and why: {line}"
+        );
+        assert_eq!(
+            verdict(&milter, "[192.0.2.9]", "u@example.com").await,
+            tempfail("bogus helo"),
+            "{what}"
+        );
+        if path.is_dir() {
+            fs::remove_dir(&path).unwrap();
+        }
+    }
+    // A good file again is read (the milter's user could read it all along).
+    milter.write_config("action = \"reject\"");
+    set_mode(0o644);
+    assert!(milter.reload().contains("event=reload result=ok"));
+    assert_eq!(
+        verdict(&milter, "[192.0.2.9]", "u@example.com").await,
+        reject("bogus helo")
+    );
+}
+
 #[tokio::test]
 async fn sigusr1_logs_the_counters() {
     let milter = Milter::start(BASE);

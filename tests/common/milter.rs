@@ -76,6 +76,17 @@ pub fn scrape(addr: SocketAddr) -> String {
     response
 }
 
+/// A shell script in a temp dir of its own that runs `line` (which ends in `exec`, so
+/// that the milter keeps the script's pid and gets the signals sent to it).
+fn wrapper(line: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.path().join("wrapper");
+    fs::write(&path, format!("#!/bin/sh\n{line}\n")).expect("write wrapper");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, path)
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -96,6 +107,8 @@ impl Milter {
 
     fn start_inet(bin: &Path, config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        // A milter that runs as nobody (`start_as_nobody`) reads its config here.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
         // A port picked here can be taken by another test before the milter binds it:
         // then try another.
         for _ in 0..5 {
@@ -181,22 +194,26 @@ impl Milter {
         if !probe.is_ok_and(|s| s.success()) {
             return None;
         }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wrapper = dir.path().join("on-host");
-        // unshare and `exec` keep the pid, so signals reach the milter itself.
-        fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nexec unshare --uts sh -c 'hostname \"$0\" && exec \"$@\"' '{host_name}' '{}' \"$@\"\n",
-                bin().display()
-            ),
-        )
-        .expect("write wrapper");
-        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let (dir, wrapper) = wrapper(&format!(
+            "exec unshare --uts sh -c 'hostname \"$0\" && exec \"$@\"' '{host_name}' '{}' \"$@\"",
+            bin().display()
+        ));
         let mut service = Self::start_policy_from(&wrapper, config, false);
         // The wrapper's dir must live as long as the milter.
         service.wrapper_dir = Some(dir);
         Some(service)
+    }
+
+    /// [`Milter::start`] as the user nobody (`setpriv`, which needs root), for what only
+    /// an unprivileged milter meets, such as a config file it may not read.
+    pub fn start_as_nobody(config: &str) -> Self {
+        let (dir, wrapper) = wrapper(&format!(
+            "exec setpriv --reuid=nobody --regid=nogroup --clear-groups '{}' \"$@\"",
+            bin().display()
+        ));
+        let mut milter = Self::start_inet(&wrapper, config, &[]);
+        milter.wrapper_dir = Some(dir);
+        milter
     }
 
     fn start_policy_from(bin: &Path, config: &str, milter: bool) -> Self {
