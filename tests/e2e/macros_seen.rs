@@ -1,11 +1,15 @@
-//! What each MTA tells a milter, and when: a recording milter (indymilter, asking for the
-//! same macros as bogus-helo-milter) behind the private MTA, and a session with two EHLOs,
+//! What each MTA tells a milter, and when: a recording milter (indymilter) behind the
+//! private MTA, asking for the macros that bogus-helo-milter asks for (learnt by
+//! negotiating with the real binary, not copied from it), and a session with two EHLOs,
 //! two recipients and a message, then one without any HELO. The test prints the record
-//! and checks the facts the milter relies on.
+//! and checks the facts the milter relies on, written by hand from the field notes and
+//! README: `j` and `{daemon_addr}` at connect, the queue id `i` after the first RCPT.
+//! The test beds set no `milter_*_macros`: what arrives is what the milter asked for.
 
 use crate::{
     bed::ProbeMilter,
     common::{
+        milter::Milter,
         mta::{Kind, Mta},
         smtp::{Client, Reply},
     },
@@ -18,12 +22,26 @@ use std::{
     time::Duration,
 };
 
-/// The macros bogus-helo-milter asks for at negotiation (src/milter.rs).
-const REQUESTED: [(MacroStage, &str); 3] = [
-    (MacroStage::Connect, "j {daemon_addr} {if_addr}"),
-    (MacroStage::Mail, "{auth_authen}"),
-    (MacroStage::Rcpt, "i"),
-];
+/// The macros the real bogus-helo-milter asks for at negotiation, per stage.
+fn requested_by_the_milter() -> Vec<(MacroStage, CString)> {
+    let milter = Milter::start("");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let conn = indymilter_test::TestConnection::open(milter.addr())
+            .await
+            .expect("negotiate with the milter");
+        let requested = conn
+            .requested_macros()
+            .iter()
+            .map(|(stage, names)| (*stage, names.clone()))
+            .collect();
+        let _ = conn.close().await;
+        requested
+    })
+}
 
 #[derive(Clone, Debug)]
 struct Event {
@@ -56,7 +74,7 @@ fn macros_of<T: Send>(cx: &Context<T>) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn recorder(record: Record) -> Callbacks<()> {
+fn recorder(record: Record, requested: Vec<(MacroStage, CString)>) -> Callbacks<()> {
     let (r1, r2, r3, r4, r5, r6) = (
         record.clone(),
         record.clone(),
@@ -66,11 +84,11 @@ fn recorder(record: Record) -> Callbacks<()> {
         record,
     );
     Callbacks::new()
-        .on_negotiate(|cx, _, _| {
+        .on_negotiate(move |cx, _, _| {
+            let requested = requested.clone();
             Box::pin(async move {
-                for (stage, names) in REQUESTED {
-                    cx.requested_macros
-                        .insert(stage, CString::new(names).unwrap());
+                for (stage, names) in requested {
+                    cx.requested_macros.insert(stage, names);
                 }
                 Status::Continue
             })
@@ -154,7 +172,8 @@ fn join(args: &[CString]) -> String {
 
 pub fn macros_and_helo_calls(kind: Kind) {
     let record: Record = Arc::default();
-    let probe = ProbeMilter::start(recorder(record.clone()));
+    let requested = requested_by_the_milter();
+    let probe = ProbeMilter::start(recorder(record.clone(), requested));
     let rt = &probe.rt;
     let mta = Mta::start(kind, probe.addr);
 
@@ -189,8 +208,19 @@ pub fn macros_and_helo_calls(kind: Kind) {
     }
     let _ = rt.block_on(client.quit());
     mark("QUIT");
-    // Let the MTA finish with the milter (close).
-    std::thread::sleep(Duration::from_millis(500));
+    // The MTA has finished with the milter once both sessions are closed.
+    let closed = || {
+        record
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.stage == "close")
+            .count()
+    };
+    assert!(
+        crate::common::wait_until(Duration::from_secs(10), || closed() >= 2),
+        "{kind}: the MTA did not close both milter sessions"
+    );
 
     let events = record.lock().unwrap().clone();
     let mut seen = BTreeMap::new();
