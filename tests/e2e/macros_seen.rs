@@ -3,8 +3,9 @@
 //! negotiating with the real binary, not copied from it), and a session with two EHLOs,
 //! two recipients and a message, then one without any HELO. The test prints the record
 //! and checks the facts the milter relies on, written by hand from the field notes and
-//! README: `j` and `{daemon_addr}` at connect, the queue id `i` after the first RCPT.
-//! The test beds set no `milter_*_macros`: what arrives is what the milter asked for.
+//! README: `j` and `{daemon_addr}` at connect, `{auth_authen}` at the MAIL after AUTH
+//! (Postfix, with Cyrus SASL's ANONYMOUS), the queue id `i` after the first RCPT. The test
+//! beds set no `milter_*_macros`: what arrives is what the milter asked for.
 
 use crate::{
     bed::ProbeMilter,
@@ -175,7 +176,28 @@ pub fn macros_and_helo_calls(kind: Kind) {
     let requested = requested_by_the_milter();
     let probe = ProbeMilter::start(recorder(record.clone(), requested));
     let rt = &probe.rt;
-    let mta = Mta::start(kind, probe.addr);
+    // Postfix with SMTP AUTH (Cyrus SASL's ANONYMOUS mechanism, which needs no user
+    // database), so that {auth_authen} can be seen; the Sendmail bed offers no AUTH.
+    let sasl = tempfile::tempdir().expect("temp dir");
+    let mta = match kind {
+        Kind::Postfix => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(sasl.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            std::fs::write(sasl.path().join("smtpd.conf"), "mech_list: ANONYMOUS\n")
+                .expect("write smtpd.conf");
+            Mta::start_postfix_with(
+                Some(&format!("inet:{}", probe.addr)),
+                &format!(
+                    "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = cyrus\n\
+                     smtpd_sasl_path = smtpd\ncyrus_sasl_config_path = {}\n\
+                     smtpd_sasl_security_options =\n",
+                    sasl.path().display()
+                ),
+            )
+        }
+        Kind::Sendmail => Mta::start(kind, probe.addr),
+    };
 
     let mark = |what: &str| push(&record, "client", what.into(), BTreeMap::new());
     let step = |client: &mut Client, command: &str| -> Reply {
@@ -208,6 +230,19 @@ pub fn macros_and_helo_calls(kind: Kind) {
     }
     let _ = rt.block_on(client.quit());
     mark("QUIT");
+    let mut sessions = 2;
+    if kind == Kind::Postfix {
+        // Session 3: AUTH, then a message.
+        let (mut client, greeting) = rt.block_on(Client::connect(mta.addr())).expect("connect");
+        mark(&format!("connect -> {}", greeting.line()));
+        step(&mut client, "EHLO third.example.net");
+        let auth = step(&mut client, "AUTH ANONYMOUS dHJhY2U=");
+        assert_eq!(auth.code, 235, "{kind}: AUTH refused: {}", auth.line());
+        step(&mut client, "MAIL FROM:<sender@example.net>");
+        let _ = rt.block_on(client.quit());
+        mark("QUIT");
+        sessions = 3;
+    }
     // The MTA has finished with the milter once both sessions are closed.
     let closed = || {
         record
@@ -218,8 +253,8 @@ pub fn macros_and_helo_calls(kind: Kind) {
             .count()
     };
     assert!(
-        crate::common::wait_until(Duration::from_secs(10), || closed() >= 2),
-        "{kind}: the MTA did not close both milter sessions"
+        crate::common::wait_until(Duration::from_secs(10), || closed() >= sessions),
+        "{kind}: the MTA did not close every milter session"
     );
 
     let events = record.lock().unwrap().clone();
@@ -278,13 +313,37 @@ pub fn macros_and_helo_calls(kind: Kind) {
         }
         None => problems.push("no connect callback".into()),
     }
-    if helos != ["first.example.net", "second.example.net"] {
+    // Both EHLOs of session 1 in order, none in session 2, session 3's.
+    let expected_helos = match kind {
+        Kind::Postfix => &[
+            "first.example.net",
+            "second.example.net",
+            "third.example.net",
+        ][..],
+        Kind::Sendmail => &["first.example.net", "second.example.net"][..],
+    };
+    if helos != expected_helos {
         problems.push(format!(
-            "HELO callbacks {helos:?}, expected both EHLOs in order"
+            "HELO callbacks {helos:?}, expected every EHLO in order {expected_helos:?}"
         ));
     }
     if first_rcpt.is_none() || !second_rcpt.is_some_and(|r| r.macros.contains_key("i")) {
         problems.push("no queue id (i) at the second RCPT".into());
+    }
+    // Only the MAIL after AUTH carries who logged in; the others do not.
+    let mails: Vec<&Event> = events.iter().filter(|e| e.stage == "mail").collect();
+    let authenticated: Vec<bool> = mails
+        .iter()
+        .map(|m| m.macros.get("{auth_authen}").is_some_and(|v| !v.is_empty()))
+        .collect();
+    let expected = match kind {
+        Kind::Postfix => vec![false, false, true],
+        Kind::Sendmail => vec![false, false],
+    };
+    if authenticated != expected {
+        problems.push(format!(
+            "{{auth_authen}} at the MAILs {authenticated:?}, expected {expected:?}"
+        ));
     }
 
     drop(mta);
