@@ -508,7 +508,7 @@ async fn silent_http_clients_do_not_slow_mail() {
     assert!(opened.elapsed() >= Duration::from_secs(4));
     assert!(wait_until(Duration::from_secs(10), || silent
         .iter()
-        .all(|s| closed(s))));
+        .all(&closed)));
     let s = scrape(metrics);
     assert_eq!(
         value(

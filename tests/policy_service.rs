@@ -721,6 +721,7 @@ fn sigterm_answers_the_request_under_way_then_exits() {
 /// this host's name, when fully qualified (the start line says which). The service runs
 /// under a host name the test chooses, dotted and single-label, whatever the real one.
 #[test]
+#[ignore = "needs root (a UTS namespace of its own); CI runs it with --include-ignored"]
 fn the_hosts_own_name_counts_as_an_own_name() {
     for (host_name, helo, start_name, answer) in [
         (
