@@ -347,6 +347,20 @@ impl Milter {
         super::wait_until(timeout, || done(&self.log()))
     }
 
+    /// Waits (10 s at most) for each of `lines` to be a whole line of the log; panics
+    /// naming the first that is not, with the log.
+    pub fn assert_logged_lines(&self, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                self.wait_for(Duration::from_secs(10), |log| log
+                    .lines()
+                    .any(|l| l == *line)),
+                "no line\n{line}\nin\n{}",
+                self.log()
+            );
+        }
+    }
+
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         self.wait_for(timeout, |log| log.contains(needle))
     }
