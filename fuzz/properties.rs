@@ -75,7 +75,8 @@ pub fn helo(data: &[u8]) {
     }
 }
 
-/// The config reader: never panics; what `--check-config` prints reads back the same.
+/// The config reader: never panics; what `--check-config` prints reads back the same and
+/// decides every probe as the original.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -86,9 +87,82 @@ pub fn config(data: &[u8]) {
             let again = Config::parse(&printed, "fuzz.conf")
                 .unwrap_or_else(|e| panic!("printed config does not read back: {e}\n{printed}"));
             assert_eq!(again.to_toml(), printed);
+            // Printing is only right if the printed file decides as the original: compared
+            // on probes, not through the printer itself.
+            let (original, printed_policy) = (config.policy_with(&[]), again.policy_with(&[]));
+            for probe in probes() {
+                let rcpt = Recipient::parse(probe.rcpt);
+                assert_eq!(
+                    decide(&original, &probe.conn, &rcpt),
+                    decide(&printed_policy, &probe.conn, &rcpt),
+                    "{probe:?}\n{text}\nprinted:\n{printed}"
+                );
+            }
         }
         Err(e) => assert!(e.to_string().starts_with("fuzz.conf: "), "{e}"),
     }
+}
+
+/// A connection and recipient on which two configs are compared.
+#[derive(Debug)]
+struct Probe {
+    conn: Connection,
+    rcpt: &'static str,
+}
+
+/// A fixed set of probes: every rule, the exemptions, IPv4 and IPv6, names and IDNs
+/// (the config alphabet of the random inputs and the kept ones reach these names).
+fn probes() -> &'static [Probe] {
+    static PROBES: OnceLock<Vec<Probe>> = OnceLock::new();
+    PROBES.get_or_init(|| {
+        let helos = [
+            "[192.0.2.9]",
+            "[192.0.2.25]",
+            "[127.0.0.1]",
+            "[IPv6:2001:db8::25]",
+            "[IPv6:::1]",
+            "example.com",
+            "a.example.com",
+            "mx.example.com",
+            "xn--bcher-kva.example",
+            "client.example.net",
+        ];
+        let clients = [
+            "198.51.100.7",
+            "127.0.0.1",
+            "192.0.2.7",
+            "10.1.2.3",
+            "2001:db8::7",
+        ];
+        let rcpts = [
+            "<u@example.com>",
+            "<u@a.example.com>",
+            "<u@example.org>",
+            "<postmaster@example.com>",
+            "<abuse@example.net>",
+            "<postmaster>",
+            "<private+x@example.com>",
+            "<u@xn--bcher-kva.example>",
+            "<sales@mx.example.com>",
+        ];
+        let mut probes = Vec::new();
+        for (i, helo) in helos.iter().enumerate() {
+            for (j, client) in clients.iter().enumerate() {
+                for rcpt in rcpts {
+                    let mut conn = Connection {
+                        helo: Some(Helo::parse(helo)),
+                        client: Some(client.parse().expect("probe address")),
+                        server_name: Some("mx.example.com".into()),
+                        authenticated: (i + j) % 4 == 0,
+                        ..Connection::default()
+                    };
+                    conn.add_local("192.0.2.25".parse().expect("probe address"));
+                    probes.push(Probe { conn, rcpt });
+                }
+            }
+        }
+        probes
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -727,6 +801,8 @@ struct Scenario {
     // What the code under test reads.
     conf: String,
     helo_text: Option<String>,
+    /// The client as the socket gave it (an IPv4 client possibly IPv4-mapped).
+    client_sent: Option<IpAddr>,
     mta_name_text: Option<&'static str>,
     local_texts: Vec<String>,
     rcpt_text: String,
@@ -932,8 +1008,10 @@ impl Scenario {
                 .take(2)
                 .map(|&a| usize::from(a) % ADDRESSES.len())
                 .collect(),
-            client: input.client.map(|(a, mapped)| match address(a) {
-                IpAddr::V4(v4) if mapped => IpAddr::V6(v4.to_ipv6_mapped()).to_canonical(),
+            client: input.client.map(|(a, _)| address(a)),
+            // Raw, as a dual-stack socket gives it: the product must treat it as IPv4.
+            client_sent: input.client.map(|(a, mapped)| match address(a) {
+                IpAddr::V4(v4) if mapped => IpAddr::V6(v4.to_ipv6_mapped()),
                 ip => ip,
             }),
             authenticated: input.authenticated,
@@ -1166,9 +1244,11 @@ pub fn decision(input: &DecisionInput) {
     let interfaces: Vec<IpAddr> = s.interfaces.iter().map(|&a| address(a as u8)).collect();
     let policy = config.policy_with(&interfaces);
 
-    // As the milter's callbacks build it.
+    // As the milter's callbacks build it, but with the client as the socket gave it: the
+    // decision must read an IPv4-mapped client as IPv4 by itself (the front ends'
+    // canonicalising is tested over their sockets, tests/milter.rs, tests/policy_service.rs).
     let mut conn = Connection {
-        client: s.client,
+        client: s.client_sent,
         server_name: s.mta_name_text.map(|j| domain::normalize(j).into_owned()),
         authenticated: s.authenticated,
         ..Connection::default()

@@ -29,7 +29,12 @@ fn normal_session(milter: &Milter) {
 /// Runs `abuse`, then checks that a normal session started before it still completes,
 /// and that the abuse cost exactly `log_lines` session-error lines.
 fn check(abuse: impl FnOnce(&Milter), log_lines: usize) {
-    let milter = Milter::start(CONFIG);
+    check_with("", abuse, log_lines);
+}
+
+/// [`check`] with `config` added to [`CONFIG`].
+fn check_with(config: &str, abuse: impl FnOnce(&Milter), log_lines: usize) {
+    let milter = Milter::start(&format!("{CONFIG}\n{config}"));
     let mut bystander = RawMta::open(milter.addr());
     bystander.command(
         b'C',
@@ -219,8 +224,12 @@ fn commands_out_of_order_are_ignored_and_the_session_goes_on() {
 
 #[test]
 fn a_peer_that_hangs_up_is_no_error() {
-    check(
+    check_with(
+        "log_level = \"debug\"",
         |milter| {
+            let ended = "debug: event=session_end peer_closed_without_quit";
+            // The harness's own probe that the milter listens is one already.
+            let before = milter.log().matches(ended).count();
             let mut peer = RawMta::open(milter.addr());
             peer.command(
                 b'C',
@@ -230,7 +239,13 @@ fn a_peer_that_hangs_up_is_no_error() {
             drop(peer);
             // Nor does a health check's connect-and-close.
             drop(TcpStream::connect(milter.addr()).unwrap());
-            std::thread::sleep(Duration::from_millis(200));
+            // Both sessions have ended: what they cost in the log is written by then.
+            assert!(
+                milter.wait_for(Duration::from_secs(10), |log| log.matches(ended).count()
+                    == before + 2),
+                "{}",
+                milter.log()
+            );
         },
         // A peer that simply hangs up is no error: no warning.
         0,

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{
+    dependency,
     milter::{free_port, Milter},
     raw::RawMta,
     wait_until,
@@ -434,8 +435,11 @@ fn only_get_metrics() {
 
 #[test]
 fn ipv6_loopback() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("note: no IPv6 loopback on this machine; [::1] not tested");
+    if !dependency(
+        std::net::TcpListener::bind("[::1]:0").is_ok(),
+        "an IPv6 loopback (::1)",
+        "enable IPv6 on lo (sysctl net.ipv6.conf.lo.disable_ipv6=0)",
+    ) {
         return;
     }
     let (config, metrics) = with_metrics("", "[::1]");
@@ -452,7 +456,7 @@ fn ipv6_loopback() {
 
 /// 20 HTTP clients that connect and never send a request: the endpoint holds 16 (then
 /// closes them after the 5 s header timeout) and closes the rest at once, and mail is
-/// answered as fast as ever meanwhile.
+/// answered meanwhile. (How fast mail is answered is the benchmarks' business.)
 #[tokio::test]
 async fn silent_http_clients_do_not_slow_mail() {
     let (config, metrics) = with_metrics("trusted_networks = []", "127.0.0.1");
@@ -461,34 +465,33 @@ async fn silent_http_clients_do_not_slow_mail() {
         .map(|_| TcpStream::connect(metrics).unwrap())
         .collect();
     let opened = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
-    // The four beyond the limit are closed at once (end of file or a reset, and no
-    // response); the others wait for a request.
-    let closed = silent
-        .iter()
-        .filter(|s| {
-            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-            let mut byte = [0; 1];
-            match (&**s).read(&mut byte) {
-                Ok(0) => true,
-                Ok(_) => panic!("a response to no request"),
-                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-            }
-        })
-        .count();
-    assert_eq!(closed, 4);
-    assert!(opened.elapsed() < Duration::from_secs(4));
+    // Closed: end of file or a reset, and no response; open: nothing to read yet.
+    let closed = |s: &TcpStream| {
+        s.set_nonblocking(true).unwrap();
+        let mut byte = [0; 1];
+        match s.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => panic!("a response to no request"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    // The four beyond the limit are closed; the others are held until the header
+    // timeout (5 s), long after the four.
+    assert!(
+        wait_until(Duration::from_secs(10), || silent
+            .iter()
+            .filter(|s| closed(s))
+            .count()
+            >= 4),
+        "the connections beyond the limit were not closed"
+    );
+    assert_eq!(silent.iter().filter(|s| closed(s)).count(), 4);
 
-    let start = Instant::now();
     for _ in 0..20 {
         let answers = milter_session(milter.addr(), "[192.0.2.9]", &["user@example.com"]).await;
         assert!(matches!(answers[0], Status::Reject { .. }), "{answers:?}");
     }
-    let took = start.elapsed();
-    assert!(
-        took < Duration::from_secs(2),
-        "20 milter sessions took {took:?} with 20 idle HTTP connections"
-    );
     // Past the header timeout the slots are free again, and a scrape is answered.
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -501,7 +504,11 @@ async fn silent_http_clients_do_not_slow_mail() {
         }),
         "no scrape answered after the silent clients timed out"
     );
+    // Held, not dropped early: the header timeout is the product's 5 s.
     assert!(opened.elapsed() >= Duration::from_secs(4));
+    assert!(wait_until(Duration::from_secs(10), || silent
+        .iter()
+        .all(&closed)));
     let s = scrape(metrics);
     assert_eq!(
         value(
@@ -915,11 +922,15 @@ fn a_port_in_use_is_a_clear_error_at_start() {
 }
 
 /// `promtool check metrics` (Prometheus's own linter) finds nothing in a scrape with
-/// every kind of series set. Skipped, with a note, where promtool is not installed.
+/// every kind of series set. Skipped, saying so, where promtool is not installed, and a
+/// failure then under CI.
 #[tokio::test]
 async fn promtool_accepts_a_scrape() {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        eprintln!("note: promtool not installed (apt-get install prometheus); skipped");
+    if !dependency(
+        Command::new("promtool").arg("--version").output().is_ok(),
+        "promtool",
+        "apt-get install prometheus",
+    ) {
         return;
     }
     let (config, metrics) = with_metrics("trusted_networks = []", "127.0.0.1");

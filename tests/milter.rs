@@ -282,6 +282,36 @@ async fn loopback_is_trusted_by_default() {
     conn.close().await.unwrap();
 }
 
+/// A dual-stack socket gives an IPv4 client IPv4-mapped: the milter judges and logs it as
+/// the IPv4 address (trusted as 127.0.0.1 by default, in an IPv4 network, named in the log).
+#[tokio::test]
+async fn ipv4_mapped_clients_count_as_ipv4() {
+    let milter = Milter::start(
+        "log_level = \"debug\"\ntrusted_networks = [\"127.0.0.0/8\", \"192.0.2.0/24\"]",
+    );
+    for (client, status) in [
+        ("::ffff:127.0.0.1", Status::Continue),
+        ("::ffff:192.0.2.7", Status::Continue),
+        ("::ffff:198.51.100.7", reject("bogus helo")),
+    ] {
+        let client: std::net::Ipv6Addr = client.parse().unwrap();
+        let mut conn = TestConnection::open(milter.addr()).await.expect("open");
+        conn.macros(MacroStage::Connect, [("{daemon_addr}", "192.0.2.25")])
+            .await
+            .unwrap();
+        conn.connect("client.example.net", client).await.unwrap();
+        conn.helo("[198.51.100.9]").await.unwrap();
+        conn.mail(["<a@example.org>"]).await.unwrap();
+        assert_eq!(rcpt(&mut conn, "u@example.com").await, status, "{client}");
+        conn.close().await.unwrap();
+    }
+    milter.assert_logged_lines(&[
+        "debug: action=accept exempt=trusted rule=ip client=127.0.0.1 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" via=milter",
+        "debug: action=accept exempt=trusted rule=ip client=192.0.2.7 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" via=milter",
+        "action=reject rule=ip client=198.51.100.7 helo=\"[198.51.100.9]\" rcpt=\"u@example.com\" reply=\"550 5.7.1 bogus helo\" via=milter",
+    ]);
+}
+
 #[tokio::test]
 async fn the_latest_helo_counts_and_no_helo_matches_nothing() {
     let milter = Milter::start("");
@@ -368,14 +398,26 @@ async fn reply_url_follows_the_text() {
     );
 }
 
+/// A HELO that matches a rule is logged: peer text in it and in the recipient (CR, LF,
+/// quotes, backslashes, `key=value` look-alikes) stays inside its quoted field.
 #[tokio::test]
 async fn peer_text_cannot_split_or_forge_a_log_line() {
     let milter = Milter::start("");
-    let helo = "[192.0.2.9]\r\nforged action=reject \"x\"\u{1b}[31m";
-    let mut conn = session(&milter, [198, 51, 100, 7], None).await;
-    conn.helo(helo).await.unwrap();
+    // The HELO is the recipient's domain, so rule rcpt-domain matches and the line is logged.
+    let domain = "x.example\r\nforged action=accept helo=\"y\" \\z";
+    let mut conn = session(&milter, [198, 51, 100, 7], Some(domain)).await;
     conn.mail(["<a@example.org>"]).await.unwrap();
-    assert_eq!(rcpt(&mut conn, "u\nx@example.com").await, Status::Continue);
+    assert_eq!(
+        rcpt(&mut conn, &format!("u@{domain}")).await,
+        reject("bogus helo matches rcpt")
+    );
+    // An IP literal (rule ip) with a recipient that forges fields.
+    conn.helo("[192.0.2.9]").await.unwrap();
+    conn.mail(["<a@example.org>"]).await.unwrap();
+    assert_eq!(
+        rcpt(&mut conn, "u\" rule=off\r\n\\x@example.com").await,
+        reject("bogus helo")
+    );
     conn.helo(CString::new(b"[192.0.2.9]\xff".to_vec()).unwrap())
         .await
         .unwrap();
@@ -389,14 +431,22 @@ async fn peer_text_cannot_split_or_forge_a_log_line() {
         Status::Continue,
         "a name with junk bytes is no IP address"
     );
-    conn.helo("192.0.2.9").await.unwrap();
-    conn.mail(["<a@example.org>"]).await.unwrap();
-    assert_eq!(
-        rcpt(&mut conn, "u\r\n@example.com").await,
-        reject("bogus helo")
-    );
     conn.close().await.unwrap();
-    assert!(milter.wait_for_log("rcpt=\"u\\x0d\\x0a@example.com\"", Duration::from_secs(5)));
+    // Written by hand from logging::quote's promise: `"` and `\` escaped, CR and LF as \xNN.
+    let expected = [
+        concat!(
+            r#"action=reject rule=rcpt-domain client=198.51.100.7 "#,
+            r#"helo="x.example\x0d\x0aforged action=accept helo=\"y\" \\z" "#,
+            r#"rcpt="u@x.example\x0d\x0aforged action=accept helo=\"y\" \\z" "#,
+            r#"reply="550 5.7.1 bogus helo matches rcpt" via=milter"#,
+        ),
+        concat!(
+            r#"action=reject rule=ip client=198.51.100.7 helo="[192.0.2.9]" "#,
+            r#"rcpt="u\" rule=off\x0d\x0a\\x@example.com" "#,
+            r#"reply="550 5.7.1 bogus helo" via=milter"#,
+        ),
+    ];
+    milter.assert_logged_lines(&expected);
     for line in milter.log().lines() {
         assert!(!line.starts_with("forged"), "{line}");
     }
@@ -479,6 +529,78 @@ async fn reload_applies_to_new_connections_and_a_bad_config_keeps_the_old() {
     assert!(milter.stop(), "clean exit on SIGTERM");
 }
 
+/// A reload that cannot read a usable file keeps the old verdicts and logs the failure:
+/// the file deleted, unreadable by the milter's user, writable by every user, or replaced
+/// by a directory while the milter runs. The milter runs as nobody: root reads any file.
+#[tokio::test]
+#[ignore = "needs root (setpriv, to run the milter as nobody); CI runs it with --include-ignored"]
+async fn a_config_file_gone_unreadable_world_writable_or_a_directory_keeps_the_old() {
+    use std::{fs, os::unix::fs::PermissionsExt};
+    if !common::dependency(
+        nix::unistd::geteuid().is_root(),
+        "root (the milter runs as nobody through setpriv)",
+        "run the tests as root",
+    ) {
+        return;
+    }
+    let milter = Milter::start_as_nobody("action = \"tempfail\"");
+    let path = milter.config_path();
+    let set_mode =
+        |mode: u32| fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    let cases: [(&str, &dyn Fn(), &str); 4] = [
+        (
+            "deleted",
+            &|| fs::remove_file(&path).unwrap(),
+            "no such configuration file",
+        ),
+        ("unreadable", &|| set_mode(0o200), "permission denied"),
+        (
+            "world-writable",
+            &|| set_mode(0o666),
+            "writable by every user",
+        ),
+        (
+            "a directory",
+            &|| {
+                fs::remove_file(&path).unwrap();
+                fs::create_dir(&path).unwrap();
+            },
+            "not a regular file",
+        ),
+    ];
+    for (what, break_file, reason) in cases {
+        // What the file would say, could it be read: a verdict that shows it was not.
+        milter.write_config("action = \"log\"");
+        set_mode(0o644);
+        break_file();
+        let line = milter.reload();
+        assert!(
+            line.contains("event=reload result=failed keeping=previous"),
+            "{what}: {line}"
+        );
+        assert!(
+            line.contains(&path.display().to_string()) && line.contains(reason),
+            "{what}: the error names the file and why: {line}"
+        );
+        assert_eq!(
+            verdict(&milter, "[192.0.2.9]", "u@example.com").await,
+            tempfail("bogus helo"),
+            "{what}"
+        );
+        if path.is_dir() {
+            fs::remove_dir(&path).unwrap();
+        }
+    }
+    // A good file again is read (the milter's user could read it all along).
+    milter.write_config("action = \"reject\"");
+    set_mode(0o644);
+    assert!(milter.reload().contains("event=reload result=ok"));
+    assert_eq!(
+        verdict(&milter, "[192.0.2.9]", "u@example.com").await,
+        reject("bogus helo")
+    );
+}
+
 #[tokio::test]
 async fn sigusr1_logs_the_counters() {
     let milter = Milter::start(BASE);
@@ -546,9 +668,25 @@ async fn sigterm_refuses_new_connections_and_lets_sessions_finish() {
 
 #[tokio::test]
 async fn idle_connections_time_out() {
-    let milter = Milter::start("idle_timeout = \"1s\"");
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], common::milter::free_port()));
+    let milter = Milter::start(&format!(
+        "idle_timeout = \"1s\"\nmetrics_listen = \"{metrics}\""
+    ));
     let mut idle = session(&milter, [198, 51, 100, 7], Some("[192.0.2.9]")).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The positive event: the milter counts the connection closed.
+    let open =
+        |n: u32| format!("\nbogus_helo_milter_connections_open{{front_end=\"milter\"}} {n}\n");
+    assert!(
+        common::milter::scrape(metrics).contains(&open(1)),
+        "{}",
+        common::milter::scrape(metrics)
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(10), || common::milter::scrape(metrics)
+            .contains(&open(0))),
+        "the idle connection was not closed: {}",
+        common::milter::scrape(metrics)
+    );
     // MAIL gets no reply (the MTA was told not to wait), so RCPT finds the connection closed.
     let _ = idle.mail(["<a@example.org>"]).await;
     assert!(

@@ -32,6 +32,8 @@ pub struct Milter {
     /// The socket lines that each config written gets before the test's own.
     head: String,
     dir: TempDir,
+    /// Holds the wrapper of [`Milter::start_policy_on_host`].
+    wrapper_dir: Option<TempDir>,
 }
 
 /// Where the milter listens.
@@ -58,6 +60,33 @@ impl Endpoint {
     }
 }
 
+/// A scrape of the metrics endpoint at `addr`, head and body (HTTP/1.0: the response
+/// ends at the close).
+pub fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("send the request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// A shell script in a temp dir of its own that runs `line` (which ends in `exec`, so
+/// that the milter keeps the script's pid and gets the signals sent to it).
+fn wrapper(line: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.path().join("wrapper");
+    fs::write(&path, format!("#!/bin/sh\n{line}\n")).expect("write wrapper");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, path)
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -78,6 +107,8 @@ impl Milter {
 
     fn start_inet(bin: &Path, config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        // A milter that runs as nobody (`start_as_nobody`) reads its config here.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
         // A port picked here can be taken by another test before the milter binds it:
         // then try another.
         for _ in 0..5 {
@@ -91,6 +122,7 @@ impl Milter {
                         endpoint,
                         head,
                         dir,
+                        wrapper_dir: None,
                     }
                 }
                 None => continue,
@@ -139,6 +171,7 @@ impl Milter {
             endpoint,
             head,
             dir,
+            wrapper_dir: None,
         }
     }
 
@@ -146,6 +179,44 @@ impl Milter {
     /// the milter's socket off, or with `milter` also on a free port
     /// (`milter_addr`). `config` is TOML without `socket` and `policy_socket`.
     pub fn start_policy(config: &str, milter: bool) -> Self {
+        Self::start_policy_from(&bin(), config, milter)
+    }
+
+    /// [`Milter::start_policy`] without the milter's socket, on a host named `host_name`:
+    /// the binary runs in a UTS namespace of its own (`unshare --uts`, which needs root),
+    /// so that a test does not depend on the name of the host it runs on. `None` when
+    /// that namespace cannot be made.
+    pub fn start_policy_on_host(config: &str, host_name: &str) -> Option<Self> {
+        let probe = Command::new("unshare")
+            .args(["--uts", "hostname", "probe.example"])
+            .stderr(Stdio::null())
+            .status();
+        if !probe.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let (dir, wrapper) = wrapper(&format!(
+            "exec unshare --uts sh -c 'hostname \"$0\" && exec \"$@\"' '{host_name}' '{}' \"$@\"",
+            bin().display()
+        ));
+        let mut service = Self::start_policy_from(&wrapper, config, false);
+        // The wrapper's dir must live as long as the milter.
+        service.wrapper_dir = Some(dir);
+        Some(service)
+    }
+
+    /// [`Milter::start`] as the user nobody (`setpriv`, which needs root), for what only
+    /// an unprivileged milter meets, such as a config file it may not read.
+    pub fn start_as_nobody(config: &str) -> Self {
+        let (dir, wrapper) = wrapper(&format!(
+            "exec setpriv --reuid=nobody --regid=nogroup --clear-groups '{}' \"$@\"",
+            bin().display()
+        ));
+        let mut milter = Self::start_inet(&wrapper, config, &[]);
+        milter.wrapper_dir = Some(dir);
+        milter
+    }
+
+    fn start_policy_from(bin: &Path, config: &str, milter: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         for _ in 0..5 {
             let endpoint = Endpoint::Inet(SocketAddr::from(([127, 0, 0, 1], free_port())));
@@ -157,12 +228,13 @@ impl Milter {
                 "socket = \"{socket}\"\npolicy_socket = \"{}\"\n",
                 endpoint.spec()
             );
-            if let Some(child) = Self::spawn(&bin(), dir.path(), &endpoint, &head, config, &[]) {
+            if let Some(child) = Self::spawn(bin, dir.path(), &endpoint, &head, config, &[]) {
                 let milter = Self {
                     child,
                     endpoint,
                     head,
                     dir,
+                    wrapper_dir: None,
                 };
                 // The milter's socket is bound before the policy one: when the policy
                 // socket accepts, both are up.
@@ -273,6 +345,20 @@ impl Milter {
     /// Waits until `done` holds for the log, or the timeout passes.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
         super::wait_until(timeout, || done(&self.log()))
+    }
+
+    /// Waits (10 s at most) for each of `lines` to be a whole line of the log; panics
+    /// naming the first that is not, with the log.
+    pub fn assert_logged_lines(&self, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                self.wait_for(Duration::from_secs(10), |log| log
+                    .lines()
+                    .any(|l| l == *line)),
+                "no line\n{line}\nin\n{}",
+                self.log()
+            );
+        }
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {

@@ -9,7 +9,10 @@ pub mod null_policy;
 pub mod raw;
 pub mod smtp;
 
-use std::time::{Duration, Instant};
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
 
 /// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -23,4 +26,22 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether a dependency a test needs is here. When it is not: under CI (`CI` set, as
+/// `.ci/run` runs in CI) the test fails saying what to install; elsewhere it prints
+/// that it skips, and the caller returns.
+pub fn dependency(available: bool, what: &str, install: &str) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{what} is missing and CI is set: {install}");
+    }
+    // Written to the stream itself: libtest captures only `eprintln!`'s output.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {what} is missing ({install}); under CI=true this fails"
+    );
+    false
 }

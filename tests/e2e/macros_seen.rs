@@ -1,11 +1,16 @@
-//! What each MTA tells a milter, and when: a recording milter (indymilter, asking for the
-//! same macros as bogus-helo-milter) behind the private MTA, and a session with two EHLOs,
+//! What each MTA tells a milter, and when: a recording milter (indymilter) behind the
+//! private MTA, asking for the macros that bogus-helo-milter asks for (learnt by
+//! negotiating with the real binary, not copied from it), and a session with two EHLOs,
 //! two recipients and a message, then one without any HELO. The test prints the record
-//! and checks the facts the milter relies on.
+//! and checks the facts the milter relies on, written by hand from the field notes and
+//! README: `j` and `{daemon_addr}` at connect, `{auth_authen}` at the MAIL after AUTH
+//! (Postfix, with Cyrus SASL's ANONYMOUS), the queue id `i` after the first RCPT. The test
+//! beds set no `milter_*_macros`: what arrives is what the milter asked for.
 
 use crate::{
     bed::ProbeMilter,
     common::{
+        milter::Milter,
         mta::{Kind, Mta},
         smtp::{Client, Reply},
     },
@@ -18,12 +23,26 @@ use std::{
     time::Duration,
 };
 
-/// The macros bogus-helo-milter asks for at negotiation (src/milter.rs).
-const REQUESTED: [(MacroStage, &str); 3] = [
-    (MacroStage::Connect, "j {daemon_addr} {if_addr}"),
-    (MacroStage::Mail, "{auth_authen}"),
-    (MacroStage::Rcpt, "i"),
-];
+/// The macros the real bogus-helo-milter asks for at negotiation, per stage.
+fn requested_by_the_milter() -> Vec<(MacroStage, CString)> {
+    let milter = Milter::start("");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let conn = indymilter_test::TestConnection::open(milter.addr())
+            .await
+            .expect("negotiate with the milter");
+        let requested = conn
+            .requested_macros()
+            .iter()
+            .map(|(stage, names)| (*stage, names.clone()))
+            .collect();
+        let _ = conn.close().await;
+        requested
+    })
+}
 
 #[derive(Clone, Debug)]
 struct Event {
@@ -56,7 +75,7 @@ fn macros_of<T: Send>(cx: &Context<T>) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn recorder(record: Record) -> Callbacks<()> {
+fn recorder(record: Record, requested: Vec<(MacroStage, CString)>) -> Callbacks<()> {
     let (r1, r2, r3, r4, r5, r6) = (
         record.clone(),
         record.clone(),
@@ -66,11 +85,11 @@ fn recorder(record: Record) -> Callbacks<()> {
         record,
     );
     Callbacks::new()
-        .on_negotiate(|cx, _, _| {
+        .on_negotiate(move |cx, _, _| {
+            let requested = requested.clone();
             Box::pin(async move {
-                for (stage, names) in REQUESTED {
-                    cx.requested_macros
-                        .insert(stage, CString::new(names).unwrap());
+                for (stage, names) in requested {
+                    cx.requested_macros.insert(stage, names);
                 }
                 Status::Continue
             })
@@ -154,9 +173,31 @@ fn join(args: &[CString]) -> String {
 
 pub fn macros_and_helo_calls(kind: Kind) {
     let record: Record = Arc::default();
-    let probe = ProbeMilter::start(recorder(record.clone()));
+    let requested = requested_by_the_milter();
+    let probe = ProbeMilter::start(recorder(record.clone(), requested));
     let rt = &probe.rt;
-    let mta = Mta::start(kind, probe.addr);
+    // Postfix with SMTP AUTH (Cyrus SASL's ANONYMOUS mechanism, which needs no user
+    // database), so that {auth_authen} can be seen; the Sendmail bed offers no AUTH.
+    let sasl = tempfile::tempdir().expect("temp dir");
+    let mta = match kind {
+        Kind::Postfix => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(sasl.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            std::fs::write(sasl.path().join("smtpd.conf"), "mech_list: ANONYMOUS\n")
+                .expect("write smtpd.conf");
+            Mta::start_postfix_with(
+                Some(&format!("inet:{}", probe.addr)),
+                &format!(
+                    "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = cyrus\n\
+                     smtpd_sasl_path = smtpd\ncyrus_sasl_config_path = {}\n\
+                     smtpd_sasl_security_options =\n",
+                    sasl.path().display()
+                ),
+            )
+        }
+        Kind::Sendmail => Mta::start(kind, probe.addr),
+    };
 
     let mark = |what: &str| push(&record, "client", what.into(), BTreeMap::new());
     let step = |client: &mut Client, command: &str| -> Reply {
@@ -189,8 +230,32 @@ pub fn macros_and_helo_calls(kind: Kind) {
     }
     let _ = rt.block_on(client.quit());
     mark("QUIT");
-    // Let the MTA finish with the milter (close).
-    std::thread::sleep(Duration::from_millis(500));
+    let mut sessions = 2;
+    if kind == Kind::Postfix {
+        // Session 3: AUTH, then a message.
+        let (mut client, greeting) = rt.block_on(Client::connect(mta.addr())).expect("connect");
+        mark(&format!("connect -> {}", greeting.line()));
+        step(&mut client, "EHLO third.example.net");
+        let auth = step(&mut client, "AUTH ANONYMOUS dHJhY2U=");
+        assert_eq!(auth.code, 235, "{kind}: AUTH refused: {}", auth.line());
+        step(&mut client, "MAIL FROM:<sender@example.net>");
+        let _ = rt.block_on(client.quit());
+        mark("QUIT");
+        sessions = 3;
+    }
+    // The MTA has finished with the milter once both sessions are closed.
+    let closed = || {
+        record
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.stage == "close")
+            .count()
+    };
+    assert!(
+        crate::common::wait_until(Duration::from_secs(10), || closed() >= sessions),
+        "{kind}: the MTA did not close every milter session"
+    );
 
     let events = record.lock().unwrap().clone();
     let mut seen = BTreeMap::new();
@@ -248,13 +313,37 @@ pub fn macros_and_helo_calls(kind: Kind) {
         }
         None => problems.push("no connect callback".into()),
     }
-    if helos != ["first.example.net", "second.example.net"] {
+    // Both EHLOs of session 1 in order, none in session 2, session 3's.
+    let expected_helos = match kind {
+        Kind::Postfix => &[
+            "first.example.net",
+            "second.example.net",
+            "third.example.net",
+        ][..],
+        Kind::Sendmail => &["first.example.net", "second.example.net"][..],
+    };
+    if helos != expected_helos {
         problems.push(format!(
-            "HELO callbacks {helos:?}, expected both EHLOs in order"
+            "HELO callbacks {helos:?}, expected every EHLO in order {expected_helos:?}"
         ));
     }
     if first_rcpt.is_none() || !second_rcpt.is_some_and(|r| r.macros.contains_key("i")) {
         problems.push("no queue id (i) at the second RCPT".into());
+    }
+    // Only the MAIL after AUTH carries who logged in; the others do not.
+    let mails: Vec<&Event> = events.iter().filter(|e| e.stage == "mail").collect();
+    let authenticated: Vec<bool> = mails
+        .iter()
+        .map(|m| m.macros.get("{auth_authen}").is_some_and(|v| !v.is_empty()))
+        .collect();
+    let expected = match kind {
+        Kind::Postfix => vec![false, false, true],
+        Kind::Sendmail => vec![false, false],
+    };
+    if authenticated != expected {
+        problems.push(format!(
+            "{{auth_authen}} at the MAILs {authenticated:?}, expected {expected:?}"
+        ));
     }
 
     drop(mta);
