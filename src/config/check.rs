@@ -334,6 +334,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
             reply_url,
             tag_key,
         },
+        own_interfaces: s.own_interfaces,
         max_connections,
         idle_timeout,
         policy_idle_timeout,

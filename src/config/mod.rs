@@ -39,6 +39,8 @@ pub struct Config {
     /// The policy without the interface addresses, which are added at run time
     /// (`policy_with`) so that the check does not depend on the machine it runs on.
     pub policy: Policy,
+    /// Whether the host's interface addresses are own addresses (`host::Host::read`).
+    pub own_interfaces: bool,
     pub max_connections: usize,
     /// A milter connection on which the MTA sends nothing for this long is closed.
     pub idle_timeout: Duration,

@@ -47,6 +47,7 @@ pub fn to_toml(config: &Config) -> String {
     let key = toml_string(p.tag_key.as_deref().unwrap_or(""));
     let _ = writeln!(out, "tag_key = {key}");
     let _ = writeln!(out, "own_addresses = {}", list(p.own_networks.networks()));
+    let _ = writeln!(out, "own_interfaces = {}", config.own_interfaces);
     let _ = writeln!(out, "own_names = {}", list(sorted(&p.own_names)));
     let _ = writeln!(
         out,

@@ -57,7 +57,7 @@ impl Service {
             helo: (!request.helo_name.is_empty()).then(|| Helo::parse(&request.helo_name)),
             client: parse_macro_ip(&request.client_address).map(|ip| ip.to_canonical()),
             local: Vec::new(),
-            server_name: self.host_name.clone(),
+            server_name: self.shared.host_name().map(|name| name.to_string()),
             authenticated: !request.sasl_username.is_empty(),
         };
         if let Some(ip) = parse_macro_ip(&request.server_address) {
