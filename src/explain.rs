@@ -4,9 +4,10 @@
 use crate::{
     domain,
     helo::Helo,
+    judgement::{outcome, Outcome, Would},
     policy::Policy,
     recipient::Recipient,
-    verdict::{decide, Connection, Exemption, Reply, Rule, TagHeader, Verdict},
+    verdict::{decide, Connection, Exemption, Rule, TagHeader, Verdict},
 };
 use std::{fmt::Write, net::IpAddr};
 
@@ -110,11 +111,11 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         ),
     };
     let _ = writeln!(out, "verdict:   {decision}");
-    match Reply::for_verdict(&verdict, policy) {
-        Some(reply) => {
+    match outcome(verdict, policy, &q.helo, conn.client, true) {
+        Outcome::Refuse(reply) | Outcome::DryRun(Would::Reply(reply)) => {
             let _ = writeln!(out, "reply:     {reply}");
         }
-        None => {
+        Outcome::Accept | Outcome::Tag(_) | Outcome::DryRun(Would::Tag(_)) => {
             let _ = writeln!(out, "reply:     none from the milter (the MTA goes on)");
         }
     }

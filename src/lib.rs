@@ -15,6 +15,7 @@ pub mod helo;
 pub mod host;
 pub mod interfaces;
 pub mod ip_text;
+pub mod judgement;
 pub mod logging;
 pub mod metrics;
 mod milter;

@@ -44,15 +44,22 @@ impl FromStr for Action {
     }
 }
 
-impl Display for Action {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Action {
+    /// As the configuration and the log lines spell it.
+    pub fn name(self) -> &'static str {
+        match self {
             Self::Reject => "reject",
             Self::Tempfail => "tempfail",
             Self::Log => "log",
             Self::Tag => "tag",
             Self::Off => "off",
-        })
+        }
+    }
+}
+
+impl Display for Action {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -298,11 +305,20 @@ impl Policy {
                 && ROLE_ACCOUNTS.contains(&base_local(&rcpt.local, &self.recipient_delimiter)))
     }
 
-    /// Whether `ip` is one of this server's own addresses. The unspecified addresses
-    /// (`0.0.0.0`, `::`, which Sendmail sends as `{daemon_addr}` when it listens on all
-    /// addresses) never are.
+    /// Whether `ip` is in one of this server's own networks (the decision keeps the
+    /// unspecified addresses out).
     pub fn is_own_address(&self, ip: IpAddr) -> bool {
-        !ip.is_unspecified() && self.own_networks.contains(ip)
+        self.own_networks.contains(ip)
+    }
+
+    /// Appended to every reply text when set.
+    pub fn reply_url(&self) -> Option<&str> {
+        self.reply_url.as_deref()
+    }
+
+    /// The secret the policy service appends to its tag header.
+    pub fn tag_key(&self) -> Option<&str> {
+        self.tag_key.as_deref()
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
