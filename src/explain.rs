@@ -64,7 +64,13 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         rcpt.address, rcpt.domain
     );
     let mut own: Vec<String> = conn.local.iter().map(|ip| ip.to_string()).collect();
-    own.extend(policy.own_networks.networks().iter().map(|n| n.to_string()));
+    own.extend(
+        policy
+            .own_networks()
+            .networks()
+            .iter()
+            .map(|n| n.to_string()),
+    );
     let _ = writeln!(
         out,
         "own:       addresses {} (own_addresses, this host's interfaces, --local)",

@@ -146,7 +146,7 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
     };
     let exemption = if conn.client.is_some_and(|ip| policy.is_trusted(ip)) {
         Some(Exemption::Trusted)
-    } else if conn.authenticated && policy.skip_authenticated {
+    } else if conn.authenticated && policy.skip_authenticated() {
         Some(Exemption::Authenticated)
     } else if policy.is_role_account(rcpt) {
         Some(Exemption::RoleAccount)
@@ -180,7 +180,7 @@ fn match_rule(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Optio
         Helo::Name(name) => {
             let is_own = (!rcpt.domain.is_empty() && *name == rcpt.domain)
                 || conn.server_name.as_deref() == Some(name.as_str())
-                || policy.own_names.contains(name);
+                || policy.own_names().contains(name);
             is_own.then_some(Rule::RcptDomain)
         }
     }

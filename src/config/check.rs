@@ -6,7 +6,7 @@ use super::{settings::Settings, Config, ConfigError};
 use crate::{
     address_set::AddressSet,
     domain, ip_text,
-    policy::{Action, Actions, DomainActions, Policy, RuleKind},
+    policy::{Action, Actions, DomainActions, Parts, Policy, RuleKind},
     socket::{Socket, UnixPermissions},
     whitelist::{Entry, Whitelist},
 };
@@ -321,7 +321,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         policy_socket,
         unix_permissions: UnixPermissions { mode, group: gid },
         socket_group,
-        policy: Policy {
+        policy: Policy::from(Parts {
             actions,
             domains,
             whitelist: Whitelist::new(entries),
@@ -333,7 +333,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
             skip_authenticated: s.skip_authenticated,
             reply_url,
             tag_key,
-        },
+        }),
         own_interfaces: s.own_interfaces,
         max_connections,
         idle_timeout,

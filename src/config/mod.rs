@@ -7,7 +7,6 @@ mod print;
 mod settings;
 
 use crate::{policy::Policy, socket::Socket, socket::UnixPermissions};
-use ipnet::IpNet;
 use log::LevelFilter;
 use std::{
     error::Error,
@@ -163,9 +162,7 @@ impl Config {
     /// The policy as the milter applies it: the configured one plus this host's addresses.
     pub fn policy_with(&self, interfaces: &[IpAddr]) -> Policy {
         let mut policy = self.policy.clone();
-        policy
-            .own_networks
-            .extend(interfaces.iter().map(|&ip| IpNet::from(ip)));
+        policy.add_own_addresses(interfaces);
         policy
     }
 
