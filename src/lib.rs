@@ -1,10 +1,12 @@
 //! bogus-helo-milter: refuses mail, per recipient, from clients that greet with a bogus HELO.
 //!
 //! The decision lives in `verdict` (pure), the policy it consults in `policy`, built from
-//! `config`. Two front ends gather facts and apply verdicts: `milter` (the milter
-//! callbacks) and `delegation` (the Postfix policy service); what they share is in
-//! `shared`, and this file is the process around them: signals, reloads and the
-//! statistics line.
+//! `config`; `judgement` turns it into the log line, the counters and an outcome. Two
+//! front ends gather facts and translate outcomes into their protocols: `milter` (the
+//! milter callbacks) and `delegation` (the Postfix policy service); what they share is in
+//! `shared`, the facts about the host in `host`, and this file is the process around
+//! them: signals, reloads and the statistics line, with the fact sources its caller
+//! injects (`Sources`).
 
 pub mod address_set;
 pub mod config;

@@ -1,5 +1,5 @@
 //! The decision: a pure function of the greeting, the connection, the recipient and the
-//! policy. No I/O here; the milter callbacks and `explain` both call `decide`.
+//! policy. No I/O here; `judgement` (for both front ends) and `explain` call `decide`.
 
 use crate::{
     helo::Helo,
