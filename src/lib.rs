@@ -88,18 +88,13 @@ pub async fn run(
     let shared = Arc::new(Shared::new(config.policy_with(&host.interfaces)));
     shared.set_host_name(host.name.clone());
     shared.stats.config_loaded(false);
-    let signals = tokio::spawn(signals(
-        shared.clone(),
-        config.clone(),
-        config_path,
-        sources,
-    )?);
+    let signals = signals(shared.clone(), config.clone(), config_path, sources)?;
+    let mut tasks = vec![tokio::spawn(signals)];
     if listeners.milter.is_some() {
         shared
             .stats
             .set_connections_max(stats::FrontEnd::Milter, config.max_connections);
     }
-
     // What a stop does to new connections, for the shutdown line: the milter's socket
     // decides, or the policy service's when it is alone.
     let origin = listeners
@@ -108,40 +103,14 @@ pub async fn run(
         .or(listeners.policy.as_ref())
         .map_or(Origin::Bound, |(_, origin)| *origin);
     let (stop_policy, policy_stopped) = tokio::sync::watch::channel(false);
-    let policy_service = listeners.policy.map(|(listener, origin)| {
-        let limits = delegation::Limits {
-            max_connections: config.max_connections,
-            idle_timeout: config.policy_idle_timeout,
-        };
-        tokio::spawn(delegation::serve(
-            listener,
-            origin,
-            shared.clone(),
-            limits,
-            policy_stopped,
-        ))
-    });
-    let metrics = listeners
-        .metrics
-        .map(|listener| tokio::spawn(metrics::serve(listener, shared.clone())));
-    let (milter, stop_milter) = match listeners.milter {
-        Some((listener, origin)) => {
-            let (listener, handle) = StoppableListener::new(listener, origin);
-            (Some(listener), Some(handle))
-        }
-        None => (None, None),
-    };
-    let drain = {
-        let shared = shared.clone();
-        async move {
-            shutdown.await;
-            if let Some(handle) = stop_milter {
-                handle.stop();
-            }
-            let _ = stop_policy.send(true);
-            drain_sessions(&shared, origin).await;
-        }
-    };
+    if let Some(policy) = listeners.policy {
+        let service = serve_policy(policy, shared.clone(), &config, policy_stopped);
+        tasks.push(tokio::spawn(service));
+    }
+    if let Some(listener) = listeners.metrics {
+        tasks.push(tokio::spawn(metrics::serve(listener, shared.clone())));
+    }
+    let (milter, drain) = stopping(listeners.milter, shutdown, stop_policy, &shared, origin);
     log_start(&config, &host);
     let result = match milter {
         Some(listener) => serve_milter(listener, &shared, &config, drain).await,
@@ -150,8 +119,7 @@ pub async fn run(
             Ok(())
         }
     };
-    signals.abort();
-    for task in [policy_service, metrics].into_iter().flatten() {
+    for task in tasks {
         task.abort();
     }
     match &result {
@@ -159,6 +127,48 @@ pub async fn run(
         Err(e) => error!("event=stop error={:?}", e.to_string()),
     }
     result
+}
+
+/// The milter's listener, and the stop: when `shutdown` completes, both front ends
+/// accept no more and the sessions in progress are waited for.
+fn stopping(
+    milter: Option<(Listener, Origin)>,
+    shutdown: impl Future,
+    stop_policy: tokio::sync::watch::Sender<bool>,
+    shared: &Arc<Shared>,
+    origin: Origin,
+) -> (Option<StoppableListener>, impl Future<Output = ()>) {
+    let (milter, stop_milter) = match milter {
+        Some((listener, origin)) => {
+            let (listener, handle) = StoppableListener::new(listener, origin);
+            (Some(listener), Some(handle))
+        }
+        None => (None, None),
+    };
+    let shared = shared.clone();
+    let drain = async move {
+        shutdown.await;
+        if let Some(handle) = stop_milter {
+            handle.stop();
+        }
+        let _ = stop_policy.send(true);
+        drain_sessions(&shared, origin).await;
+    };
+    (milter, drain)
+}
+
+/// The policy service on `listener` until `stopped` turns true.
+fn serve_policy(
+    (listener, origin): (Listener, Origin),
+    shared: Arc<Shared>,
+    config: &Config,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> {
+    let limits = delegation::Limits {
+        max_connections: config.max_connections,
+        idle_timeout: config.policy_idle_timeout,
+    };
+    delegation::serve(listener, origin, shared, limits, stopped)
 }
 
 /// The signal handlers' task: SIGHUP reloads, SIGUSR1 and the statistics clock log the
