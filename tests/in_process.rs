@@ -16,8 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The tests connect from 198.51.100.7, which no setting trusts.
-const CONFIG: &str = "trusted_networks = []\n";
+/// The tests connect from 198.51.100.7, which no setting trusts. A reload (a SIGHUP
+/// reaches every run in this process) sets the log level: debug, for the exemption lines.
+const CONFIG: &str = "trusted_networks = []\nlog_level = \"debug\"\n";
 
 fn reject(text: &str) -> Status {
     Status::Reject {
@@ -137,5 +138,93 @@ async fn a_reload_rereads_the_host_facts() {
         milter_verdict(service.milter, "[192.0.2.25]", "u@example.com").await,
         reject("bogus helo")
     );
+    service.stop().await.expect("run ends cleanly");
+}
+
+/// The log lines of every `run` in this process, as `logging` writes them.
+fn logged() -> &'static std::sync::Mutex<Vec<String>> {
+    static LINES: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    LINES.get_or_init(Default::default)
+}
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        logged().lock().unwrap().push(record.args().to_string());
+    }
+
+    fn flush(&self) {}
+}
+
+/// The lines logged so far that name `rcpt`.
+fn lines_for(rcpt: &str) -> Vec<String> {
+    let needle = format!("rcpt=\"{rcpt}\"");
+    let lines = logged().lock().unwrap();
+    lines
+        .iter()
+        .filter(|l| l.contains(&needle))
+        .cloned()
+        .collect()
+}
+
+/// One judge: the same facts through either front end give the same log line but for
+/// `via=`, for every action, while each front end answers in its own protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_front_ends_log_one_judgement_alike() {
+    static CAPTURE: Capture = Capture;
+    if log::set_logger(&CAPTURE).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+    let config = format!(
+        "{CONFIG}whitelist = [\"private@judge.example\"]\n\
+         [domains.\"tempfail.judge.example\"]\naction = \"tempfail\"\n\
+         [domains.\"log.judge.example\"]\naction = \"log\"\n\
+         [domains.\"tag.judge.example\"]\naction = \"tag\"\n"
+    );
+    let service = InProcess::start(&config, TestHost::new(&[], None)).await;
+    let helo = "[192.0.2.9]";
+    let cases = [
+        (
+            "u@judge.example",
+            "action=550 5.7.1 bogus helo",
+            "action=reject rule=ip client=198.51.100.7 helo=\"[192.0.2.9]\" rcpt=\"u@judge.example\" reply=\"550 5.7.1 bogus helo\"",
+        ),
+        (
+            "u@tempfail.judge.example",
+            "action=450 4.7.1 bogus helo",
+            "action=tempfail rule=ip client=198.51.100.7 helo=\"[192.0.2.9]\" rcpt=\"u@tempfail.judge.example\" reply=\"450 4.7.1 bogus helo\"",
+        ),
+        (
+            "u@log.judge.example",
+            "action=DUNNO",
+            "action=log rule=ip client=198.51.100.7 helo=\"[192.0.2.9]\" rcpt=\"u@log.judge.example\" would_reply=\"550 5.7.1 bogus helo\"",
+        ),
+        (
+            "u@tag.judge.example",
+            "action=PREPEND X-Bogus-HELO: rule=ip helo=\"[192.0.2.9]\" client=198.51.100.7",
+            "action=tag rule=ip client=198.51.100.7 helo=\"[192.0.2.9]\" rcpt=\"u@tag.judge.example\" header=\"X-Bogus-HELO: rule=ip helo=\\\"[192.0.2.9]\\\" client=198.51.100.7\"",
+        ),
+        (
+            "private@judge.example",
+            "action=DUNNO",
+            "action=accept exempt=whitelist rule=ip client=198.51.100.7 helo=\"[192.0.2.9]\" rcpt=\"private@judge.example\"",
+        ),
+    ];
+    for (rcpt, answer, line) in cases {
+        milter_verdict(service.milter, helo, rcpt).await;
+        assert_eq!(service.ask_policy(helo, rcpt).await, answer, "{rcpt}");
+        // Logged before the answer went out: both lines are there now.
+        let lines = lines_for(rcpt);
+        assert_eq!(
+            lines,
+            [format!("{line} via=milter"), format!("{line} via=policy")],
+            "{rcpt}"
+        );
+    }
     service.stop().await.expect("run ends cleanly");
 }
