@@ -43,7 +43,7 @@ pub struct Host {
 impl Host {
     /// Reads the facts that `config` asks for from `source`.
     pub fn read(source: &dyn HostFacts, config: &Config) -> Self {
-        let interfaces = if config.own_interfaces {
+        let interfaces = if config.own_interfaces() {
             source.interface_addresses()
         } else {
             Vec::new()

@@ -176,7 +176,7 @@ mod tests {
     use crate::{config::Config, verdict::Exemption};
 
     fn policy(extra: &str) -> Policy {
-        Config::parse(extra, "test").unwrap().policy
+        Config::parse(extra, "test").unwrap().policy().clone()
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub async fn run(
     if listeners.milter.is_some() {
         shared
             .stats
-            .set_connections_max(stats::FrontEnd::Milter, config.max_connections);
+            .set_connections_max(stats::FrontEnd::Milter, config.max_connections());
     }
     // What a stop does to new connections, for the shutdown line: the milter's socket
     // decides, or the policy service's when it is alone.
@@ -165,8 +165,8 @@ fn serve_policy(
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> impl Future<Output = ()> {
     let limits = delegation::Limits {
-        max_connections: config.max_connections,
-        idle_timeout: config.policy_idle_timeout,
+        max_connections: config.max_connections(),
+        idle_timeout: config.policy_idle_timeout(),
     };
     delegation::serve(listener, origin, shared, limits, stopped)
 }
@@ -182,20 +182,20 @@ fn signals(
     let mut hangup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     Ok(async move {
-        let mut ticks = stats_ticks(current.stats_interval);
+        let mut ticks = stats_ticks(current.stats_interval());
         loop {
             select! {
                 _ = hangup.recv() => {
                     let path = config_path.as_deref();
                     if let Some(new) = reload(&shared, &current, path, &sources) {
-                        if new.stats_interval != current.stats_interval {
-                            ticks = stats_ticks(new.stats_interval);
+                        if new.stats_interval() != current.stats_interval() {
+                            ticks = stats_ticks(new.stats_interval());
                         }
                         current = new;
                     }
                 }
                 _ = usr1.recv() => info!("event=stats {}", shared.stats),
-                _ = ticks.tick(), if current.stats_interval.is_some() => {
+                _ = ticks.tick(), if current.stats_interval().is_some() => {
                     info!("event=stats {}", shared.stats);
                 }
             }
@@ -211,8 +211,8 @@ async fn serve_milter(
     drain: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let milter_config = indymilter::Config {
-        max_connections: config.max_connections,
-        connection_timeout: config.idle_timeout,
+        max_connections: config.max_connections(),
+        connection_timeout: config.idle_timeout(),
         ..Default::default()
     };
     let callbacks = milter::callbacks(shared.clone());
@@ -223,11 +223,11 @@ fn log_start(config: &Config, host: &Host) {
     let off = || "off".to_string();
     info!(
         "event=start version={VERSION} socket={} policy_socket={} config={:?} own_interface_addresses={}{}",
-        config.socket.as_ref().map_or_else(off, ToString::to_string),
-        config.policy_socket.as_ref().map_or_else(off, ToString::to_string),
+        config.socket().map_or_else(off, ToString::to_string),
+        config.policy_socket().map_or_else(off, ToString::to_string),
         config.origin(),
         host.interfaces.len(),
-        match (&config.policy_socket, &host.name) {
+        match (config.policy_socket(), &host.name) {
             (None, _) => String::new(),
             (Some(_), name) => format!(" policy_host_name={}", quote(name.as_deref().unwrap_or(""))),
         }
@@ -286,7 +286,7 @@ fn reload(
             shared.set_policy(new.policy_with(&host.interfaces));
             shared.set_host_name(host.name);
             shared.stats.config_loaded(true);
-            logging::set_level(new.log_level);
+            logging::set_level(new.log_level());
             let waiting = current.restart_keys(&new);
             if !waiting.is_empty() {
                 warn!(
@@ -297,8 +297,8 @@ fn reload(
             info!(
                 "event=reload result=ok config={:?} log_level={} stats_interval={}",
                 new.origin(),
-                new.log_level.as_str().to_ascii_lowercase(),
-                new.stats_interval
+                new.log_level().as_str().to_ascii_lowercase(),
+                new.stats_interval()
                     .map_or("0".to_string(), |d| humantime::format_duration(d)
                         .to_string())
             );

@@ -8,8 +8,8 @@ use bogus_helo_milter::{
 };
 use clap::{Parser, Subcommand};
 use indymilter::EitherListener;
-use std::{os::fd::AsFd, path::PathBuf, process::ExitCode};
-use tokio::signal::unix::{signal, SignalKind};
+use std::{future::Future, net::SocketAddr, os::fd::AsFd, path::PathBuf, process::ExitCode};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 mod reload_command;
 
@@ -78,24 +78,7 @@ fn main() -> ExitCode {
 
     if cli.check_config {
         if !cli.quiet {
-            let host = nix::unistd::gethostname().unwrap_or_default();
-            let host = host.to_string_lossy();
-            if let Some(warning) = bogus_helo_milter::delegation::host_name_warning(&config, &host)
-            {
-                eprintln!("bogus-helo-milter: warning: {warning}");
-            }
-            // Not configuration, but what the own-ip rule also counts: read at start and at
-            // every reload, so a changed interface address applies at the next reload.
-            let interfaces = Host::read(&System, &config).interfaces;
-            let mut list: Vec<String> = interfaces.iter().map(|ip| ip.to_string()).collect();
-            if !config.own_interfaces {
-                list.push("none (own_interfaces = false)".into());
-            }
-            output(&format!(
-                "{}\n# this host's interface addresses, own addresses besides own_addresses and the\n# address each client connected to (read at start and at each reload):\n# {}\n",
-                config.to_toml(),
-                list.join(" ")
-            ));
+            print_effective(&config);
         }
         return ExitCode::SUCCESS;
     }
@@ -108,17 +91,42 @@ fn main() -> ExitCode {
         }
         Some(Command::Reload { .. }) | None => {}
     }
+    start(config, cli.config)
+}
 
+/// `-t`: the effective configuration, with a warning about the host when it has one.
+fn print_effective(config: &Config) {
+    let host = nix::unistd::gethostname().unwrap_or_default();
+    let host = host.to_string_lossy();
+    if let Some(warning) = bogus_helo_milter::delegation::host_name_warning(config, &host) {
+        eprintln!("bogus-helo-milter: warning: {warning}");
+    }
+    // Not configuration, but what the own-ip rule also counts: read at start and at
+    // every reload, so a changed interface address applies at the next reload.
+    let interfaces = Host::read(&System, config).interfaces;
+    let mut list: Vec<String> = interfaces.iter().map(|ip| ip.to_string()).collect();
+    if !config.own_interfaces() {
+        list.push("none (own_interfaces = false)".into());
+    }
+    output(&format!(
+        "{}\n# this host's interface addresses, own addresses besides own_addresses and the\n# address each client connected to (read at start and at each reload):\n# {}\n",
+        config.to_toml(),
+        list.join(" ")
+    ));
+}
+
+/// The milter (and the policy service) until SIGTERM or SIGINT.
+fn start(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     // Before anything opens a descriptor or starts a thread (they change the environment).
-    let mut from_systemd = systemd::take_listen_fds();
+    let from_systemd = systemd::take_listen_fds();
     let notifier = systemd::Notifier::from_env();
 
-    logging::init(config.log_level);
+    logging::init(config.log_level());
     // Each front end has max_connections of its own.
     let front_ends =
-        usize::from(config.socket.is_some()) + usize::from(config.policy_socket.is_some());
-    raise_open_files_limit(config.max_connections * front_ends);
-    if config.file.is_none() {
+        usize::from(config.socket().is_some()) + usize::from(config.policy_socket().is_some());
+    raise_open_files_limit(config.max_connections() * front_ends);
+    if config.file().is_none() {
         log::info!("event=config file={DEFAULT_PATH:?} status=absent using=built-in-defaults");
     }
 
@@ -138,74 +146,153 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        // Handlers first: until they exist, SIGTERM or SIGHUP would kill the process
-        // outright, leaving a unix socket file behind.
-        let signals = [
-            SignalKind::terminate(),
-            SignalKind::interrupt(),
-            SignalKind::hangup(),
-            SignalKind::user_defined1(),
-        ]
-        .map(signal);
-        let [Ok(mut term), Ok(mut int), Ok(_), Ok(_)] = signals else {
-            log::error!("event=start error=\"cannot install signal handlers\"");
-            return ExitCode::FAILURE;
-        };
-        // The metrics endpoint first: bound before the milter's socket accepts (and
-        // before systemd hears "ready"), and a failure leaves no socket file behind.
-        let metrics = match config.metrics_listen {
-            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => {
-                    let (level, line) = bogus_helo_milter::metrics::start_line(addr);
-                    log::log!(level, "{line}");
-                    Some(listener)
+    runtime.block_on(serve(config, config_path, from_systemd, notifier))
+}
+
+/// Binds (or takes from systemd) every socket, tells systemd it is ready, and serves.
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    mut from_systemd: Vec<systemd::Inherited>,
+    notifier: systemd::Notifier,
+) -> ExitCode {
+    // Handlers first: until they exist, SIGTERM or SIGHUP would kill the process
+    // outright, leaving a unix socket file behind.
+    let Some((mut term, mut int)) = signal_handlers() else {
+        log::error!("event=start error=\"cannot install signal handlers\"");
+        return ExitCode::FAILURE;
+    };
+    // The metrics endpoint first: bound before the milter's socket accepts (and
+    // before systemd hears "ready"), and a failure leaves no socket file behind.
+    let Ok(metrics) = metrics_listener(config.metrics_listen()).await else {
+        return ExitCode::FAILURE;
+    };
+    // The policy service's socket from systemd's file descriptor store (an earlier
+    // instance put it there), when it is still milter.conf's; else it is bound below.
+    let (stored_policy, stale) = systemd::policy_socket(&mut from_systemd, config.policy_socket());
+    if stale {
+        notifier.forget(systemd::POLICY_FD_NAME);
+    }
+    let Ok(milter) = milter_listener(&config, from_systemd) else {
+        return ExitCode::FAILURE;
+    };
+    let policy_from = if stored_policy.is_some() {
+        "systemd"
+    } else {
+        "milter.conf"
+    };
+    let policy = match config.policy_socket() {
+        Some(socket) => match policy_listener(stored_policy, stale, socket, &config, &notifier) {
+            Ok(policy) => Some(policy),
+            Err(e) => {
+                log::error!("event=start result=failed policy_socket={socket} error={e:?}");
+                if let Some(file) = milter.and_then(|(bound, _)| bound.unix_file) {
+                    file.remove();
                 }
-                Err(e) => {
-                    log::error!(
-                        "event=start result=failed metrics_listen={addr} error={:?}",
-                        e.to_string()
-                    );
-                    return ExitCode::FAILURE;
-                }
-            },
-            None => None,
-        };
-        // The policy service's socket from systemd's file descriptor store (an earlier
-        // instance put it there), when it is still milter.conf's; else it is bound below.
-        let (stored_policy, stale) =
-            systemd::policy_socket(&mut from_systemd, config.policy_socket.as_ref());
-        if stale {
-            notifier.forget(systemd::POLICY_FD_NAME);
-        }
-        // The milter's socket, from systemd or bound here, when there is one.
-        let milter = match &config.socket {
-            Some(socket) => {
-                let (bound, origin) =
-                    match systemd::milter_socket(std::mem::take(&mut from_systemd), socket) {
-                        Some(fd) => {
-                            // No socket file of ours: one from systemd is systemd's to remove.
-                            let bound = fd.into_listener().map(|listener| Bound {
-                                listener,
-                                unix_file: None,
-                            });
-                            (bound.map_err(|e| e.to_string()), Origin::Systemd)
-                        }
-                        None => {
-                            let bound = socket.bind(config.unix_permissions);
-                            (bound.map_err(|e| e.to_string()), Origin::Bound)
-                        }
-                    };
-                match bound {
-                    Ok(bound) => Some((bound, origin)),
-                    Err(e) => {
-                        log::error!("event=start result=failed socket={socket} error={e:?}");
-                        return ExitCode::FAILURE;
-                    }
-                }
+                return ExitCode::FAILURE;
             }
-            None => None,
-        };
+        },
+        None => None,
+    };
+    let milter_from = match milter.as_ref().map(|(_, origin)| *origin) {
+        Some(Origin::Systemd) => "systemd",
+        _ => "milter.conf",
+    };
+    announce(&config, milter_from, policy_from, &notifier);
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        notifier.stopping();
+    };
+    run(config, config_path, [milter, policy], metrics, shutdown).await
+}
+
+/// Installs the handlers of every signal the process takes; returns SIGTERM's and
+/// SIGINT's, which stop it (SIGHUP's and SIGUSR1's are `run`'s to take again).
+fn signal_handlers() -> Option<(Signal, Signal)> {
+    let signals = [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+        SignalKind::user_defined1(),
+    ]
+    .map(signal);
+    let [Ok(term), Ok(int), Ok(_), Ok(_)] = signals else {
+        return None;
+    };
+    Some((term, int))
+}
+
+/// Serves the milter's and the policy service's sockets until `shutdown`, then removes
+/// the socket files bound here.
+async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    [milter, policy]: [Option<(Bound, Origin)>; 2],
+    metrics: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> ExitCode {
+    let mut files = Vec::new();
+    let listeners = Listeners {
+        milter: milter.map(|(bound, origin)| {
+            files.extend(bound.unix_file);
+            (bound.listener, origin)
+        }),
+        policy: policy.map(|(bound, origin)| {
+            files.extend(bound.unix_file);
+            (bound.listener, origin)
+        }),
+        metrics,
+    };
+    let result = bogus_helo_milter::run(
+        listeners,
+        config,
+        config_path,
+        bogus_helo_milter::Sources::system(),
+        shutdown,
+    )
+    .await;
+    for file in files {
+        file.remove();
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The metrics endpoint's listener, when `metrics_listen` is set; `Err` once logged.
+async fn metrics_listener(
+    listen: Option<SocketAddr>,
+) -> Result<Option<tokio::net::TcpListener>, ()> {
+    let Some(addr) = listen else {
+        return Ok(None);
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            let (level, line) = bogus_helo_milter::metrics::start_line(addr);
+            log::log!(level, "{line}");
+            Ok(Some(listener))
+        }
+        Err(e) => {
+            log::error!(
+                "event=start result=failed metrics_listen={addr} error={:?}",
+                e.to_string()
+            );
+            Err(())
+        }
+    }
+}
+
+/// The milter's socket, from systemd (one of `from_systemd`) or bound here, when there is
+/// one; `Err` once logged. Without one, the sockets from systemd are served by nothing.
+fn milter_listener(
+    config: &Config,
+    from_systemd: Vec<systemd::Inherited>,
+) -> Result<Option<(Bound, Origin)>, ()> {
+    let Some(socket) = config.socket() else {
         for fd in from_systemd {
             log::warn!(
                 "event=start systemd_socket={} name={:?} served=no reason=\"socket = \\\"\\\" in milter.conf: no milter\"",
@@ -213,77 +300,47 @@ fn main() -> ExitCode {
                 fd.name
             );
         }
-        let policy_from = if stored_policy.is_some() {
-            "systemd"
-        } else {
-            "milter.conf"
-        };
-        let policy = match &config.policy_socket {
-            Some(socket) => match policy_listener(stored_policy, stale, socket, &config, &notifier) {
-                Ok(policy) => Some(policy),
-                Err(e) => {
-                    log::error!("event=start result=failed policy_socket={socket} error={e:?}");
-                    if let Some(file) = milter.and_then(|(bound, _)| bound.unix_file) {
-                        file.remove();
-                    }
-                    return ExitCode::FAILURE;
-                }
-            },
-            None => None,
-        };
-        let milter_from = match milter.as_ref().map(|(_, origin)| *origin) {
-            Some(Origin::Systemd) => "systemd",
-            _ => "milter.conf",
-        };
-        for (key, socket, from) in [
-            ("socket", &config.socket, milter_from),
-            ("policy_socket", &config.policy_socket, policy_from),
-        ] {
-            if let Some(socket) = socket {
-                log::info!("event=listen {key}={socket} from={from}");
-            }
+        return Ok(None);
+    };
+    let (bound, origin) = match systemd::milter_socket(from_systemd, socket) {
+        Some(fd) => {
+            // No socket file of ours: one from systemd is systemd's to remove.
+            let bound = fd.into_listener().map(|listener| Bound {
+                listener,
+                unix_file: None,
+            });
+            (bound.map_err(|e| e.to_string()), Origin::Systemd)
         }
-        let serving: Vec<String> = [&config.socket, &config.policy_socket]
-            .into_iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect();
-        notifier.ready(&format!("serving {}", serving.join(" and ")));
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            notifier.stopping();
-        };
-        let mut files = Vec::new();
-        let listeners = Listeners {
-            milter: milter.map(|(bound, origin)| {
-                files.extend(bound.unix_file);
-                (bound.listener, origin)
-            }),
-            policy: policy.map(|(bound, origin)| {
-                files.extend(bound.unix_file);
-                (bound.listener, origin)
-            }),
-            metrics,
-        };
-        let result = bogus_helo_milter::run(
-            listeners,
-            config,
-            cli.config,
-            bogus_helo_milter::Sources::system(),
-            shutdown,
-        )
-        .await;
-        for file in files {
-            file.remove();
+        None => {
+            let bound = socket.bind(config.unix_permissions());
+            (bound.map_err(|e| e.to_string()), Origin::Bound)
         }
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::FAILURE,
+    };
+    match bound {
+        Ok(bound) => Ok(Some((bound, origin))),
+        Err(e) => {
+            log::error!("event=start result=failed socket={socket} error={e:?}");
+            Err(())
         }
-    })
+    }
+}
+
+/// Logs where each front end listens and tells systemd the service is ready.
+fn announce(config: &Config, milter_from: &str, policy_from: &str, notifier: &systemd::Notifier) {
+    for (key, socket, from) in [
+        ("socket", config.socket(), milter_from),
+        ("policy_socket", config.policy_socket(), policy_from),
+    ] {
+        if let Some(socket) = socket {
+            log::info!("event=listen {key}={socket} from={from}");
+        }
+    }
+    let serving: Vec<String> = [config.socket(), config.policy_socket()]
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    notifier.ready(&format!("serving {}", serving.join(" and ")));
 }
 
 /// The policy service's socket: the one from systemd's store, or bound here and then
@@ -311,7 +368,7 @@ fn policy_listener(
         return Ok((bound, Origin::Systemd));
     }
     let bound = socket
-        .bind(config.unix_permissions)
+        .bind(config.unix_permissions())
         .map_err(|e| e.to_string())?;
     let stored = match &bound.listener {
         EitherListener::Tcp(l) => notifier.store(l.as_fd(), systemd::POLICY_FD_NAME),

@@ -8,8 +8,9 @@
 //! for the whole connection. A scrape is a few dozen atomic loads and a string.
 
 use crate::{
+    policy::RuleKind,
     shared::Shared,
-    stats::{FrontEnd, SessionError, Stats, ACTIONS, RCPT_ANSWER_BUCKETS, RULES},
+    stats::{FrontEnd, Key, Outcome, SessionError, Stats, RCPT_ANSWER_BUCKETS},
     verdict::Exemption,
     VERSION,
 };
@@ -23,11 +24,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, warn, Level};
 use prometheus_client::{
     collector::Collector,
-    encoding::{prometheus_text, DescriptorEncoder, NoLabelSet},
+    encoding::{prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, NoLabelSet},
     metrics::MetricType,
     registry::Registry,
 };
 use std::{
+    borrow::Cow,
     convert::Infallible,
     fmt,
     net::SocketAddr,
@@ -167,211 +169,216 @@ impl fmt::Debug for StatsCollector {
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let stats: &Stats = &self.0.stats;
-
-        let mut family = encoder.encode_descriptor(
-            "verdicts",
-            "Recipients refused, or that would have been (log) or were tagged, by front end, rule and action.",
-            None,
-            MetricType::Counter,
-        )?;
-        for via in FrontEnd::ALL {
-            for (outcome, action) in ACTIONS.iter().enumerate() {
-                let action = action.to_string();
-                for (rule, rule_name) in RULES.iter().enumerate() {
-                    let labels = [
-                        ("front_end", via.name()),
-                        ("rule", rule_name),
-                        ("action", action.as_str()),
-                    ];
-                    family
-                        .encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, _, u64>(
-                            &stats.matched(via, outcome, rule),
-                            None,
-                        )?;
-                }
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "exemptions",
-            "Recipients that a rule matched but an exemption let through, by front end and reason.",
-            None,
-            MetricType::Counter,
-        )?;
-        for via in FrontEnd::ALL {
-            for exemption in Exemption::ALL {
-                let labels = [("front_end", via.name()), ("reason", exemption.name())];
-                family
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&stats.exempted(via, exemption), None)?;
-            }
-        }
-
-        let (ok, failed) = stats.reloads();
-        let mut family = encoder.encode_descriptor(
-            "config_reloads",
-            "Configuration reloads (SIGHUP) by result; a failed one keeps the configuration in force.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (result, n) in [("ok", ok), ("failed", failed)] {
-            family
-                .encode_family(&[("result", result)])?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
-        }
-
-        encoder
-            .encode_descriptor(
-                "config_last_load_timestamp_seconds",
-                "Unix time of the last successful configuration load, at start or reload.",
-                None,
-                MetricType::Gauge,
-            )?
-            .encode_gauge(&stats.last_load())?;
-
-        encoder
-            .encode_descriptor(
-                "config_last_reload_successful",
-                "1 if the last configuration load (start or reload) succeeded, 0 while the file on disk does not load; a restart would then fail.",
-                None,
-                MetricType::Gauge,
-            )?
-            .encode_gauge(&u64::from(stats.last_reload_successful()))?;
-
-        let mut family = encoder.encode_descriptor(
-            "rcpt_answer_seconds",
-            "Time from a RCPT's arrival to its answer, by front end.",
-            None,
-            MetricType::Histogram,
-        )?;
-        for via in FrontEnd::ALL {
-            let snapshot = stats.rcpt_answer(via);
-            let mut below = 0;
-            let buckets: Vec<(f64, u64)> = RCPT_ANSWER_BUCKETS
-                .iter()
-                .zip(snapshot.cumulative)
-                .map(|(&nanos, cumulative)| {
-                    let n = cumulative - below;
-                    below = cumulative;
-                    (nanos as f64 / 1e9, n)
-                })
-                .collect();
-            family
-                .encode_family(&[("front_end", via.name())])?
-                .encode_histogram::<NoLabelSet>(
-                    snapshot.sum_seconds,
-                    snapshot.count,
-                    &buckets,
-                    None,
-                )?;
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "connections_open",
-            "MTA connections open now, by front end (milter sessions, policy service connections).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for via in FrontEnd::ALL {
-            family
-                .encode_family(&[("front_end", via.name())])?
-                .encode_gauge(&(stats.connections_open(via) as u64))?;
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "connections",
-            "MTA connections since start, by front end.",
-            None,
-            MetricType::Counter,
-        )?;
-        for via in FrontEnd::ALL {
-            family
-                .encode_family(&[("front_end", via.name())])?
-                .encode_counter::<NoLabelSet, _, u64>(&stats.connections_total(via), None)?;
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "connections_max",
-            "MTA connections served at once (max_connections), by front end; only the front ends that run.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for via in FrontEnd::ALL {
-            if let Some(max) = stats.connections_max(via) {
-                family
-                    .encode_family(&[("front_end", via.name())])?
-                    .encode_gauge(&(max as u64))?;
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "connection_waits",
-            "MTA connections that waited in the listen queue for a slot, max_connections being reached, by front end.",
-            None,
-            MetricType::Counter,
-        )?;
-        for via in FrontEnd::ALL {
-            family
-                .encode_family(&[("front_end", via.name())])?
-                .encode_counter::<NoLabelSet, _, u64>(&stats.connection_waits(via), None)?;
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "session_errors",
-            "MTA sessions closed on an error, by front end and reason (protocol, oversized, timeout, io).",
-            None,
-            MetricType::Counter,
-        )?;
-        for via in FrontEnd::ALL {
-            for reason in SessionError::ALL {
-                family
-                    .encode_family(&[("front_end", via.name()), ("reason", reason.name())])?
-                    .encode_counter::<NoLabelSet, _, u64>(
-                        &stats.session_errors(via, reason),
-                        None,
-                    )?;
-            }
-        }
-
+        encode_verdict_series(stats, &mut encoder)?;
+        encode_config_series(stats, &mut encoder)?;
+        encode_connection_series(stats, &mut encoder)?;
         encode_header_series(stats, &mut encoder)?;
-
-        encoder
-            .encode_descriptor(
-                "build_info",
-                "Always 1; the version of the milter in the label.",
-                None,
-                MetricType::Gauge,
-            )?
-            .encode_family(&[("version", VERSION)])?
-            .encode_gauge(&1u64)?;
-        Ok(())
+        gauges(
+            &mut encoder,
+            "build_info",
+            "Always 1; the version of the milter in the label.",
+            [([("version", VERSION)], 1)],
+        )
     }
+}
+
+/// A counter family: one series per label set.
+fn counters<S: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (S, u64)>,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, n) in series {
+        family
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    Ok(())
+}
+
+/// A gauge family: one series per label set.
+fn gauges<S: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (S, u64)>,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, n) in series {
+        family.encode_family(&labels)?.encode_gauge(&n)?;
+    }
+    Ok(())
+}
+
+/// A gauge without labels.
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: impl EncodeGaugeValue,
+) -> fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
+/// A series per front end: `[("front_end", ...)]` and its value.
+fn per_front_end(
+    value: impl Fn(FrontEnd) -> u64,
+) -> impl Iterator<Item = ([(&'static str, &'static str); 1], u64)> {
+    FrontEnd::ALL
+        .into_iter()
+        .map(move |via| ([("front_end", via.name())], value(via)))
+}
+
+/// A series per front end and reason: `[("front_end", ...), ("reason", ...)]`.
+fn per_front_end_and_reason<R: Key>(
+    reason: fn(&R) -> &'static str,
+    value: impl Fn(FrontEnd, R) -> u64 + Copy,
+) -> impl Iterator<Item = ([(&'static str, &'static str); 2], u64)> {
+    FrontEnd::ALL.into_iter().flat_map(move |via| {
+        R::ALL.iter().map(move |&r| {
+            let labels = [("front_end", via.name()), ("reason", reason(&r))];
+            (labels, value(via, r))
+        })
+    })
+}
+
+/// Recipients refused (or that would have been) and exempted.
+fn encode_verdict_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let matched = FrontEnd::ALL.into_iter().flat_map(|via| {
+        Outcome::ALL.into_iter().flat_map(move |outcome| {
+            RuleKind::ALL.into_iter().map(move |rule| {
+                let labels = [
+                    ("front_end", Cow::from(via.name())),
+                    ("rule", Cow::from(rule.name())),
+                    ("action", Cow::from(outcome.action().to_string())),
+                ];
+                (labels, stats.matched(via, outcome, rule))
+            })
+        })
+    });
+    counters(
+        encoder,
+        "verdicts",
+        "Recipients refused, or that would have been (log) or were tagged, by front end, rule and action.",
+        matched,
+    )?;
+    counters(
+        encoder,
+        "exemptions",
+        "Recipients that a rule matched but an exemption let through, by front end and reason.",
+        per_front_end_and_reason(Exemption::name, |via, e| stats.exempted(via, e)),
+    )
+}
+
+/// The configuration's loads and reloads.
+fn encode_config_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let (ok, failed) = stats.reloads();
+    counters(
+        encoder,
+        "config_reloads",
+        "Configuration reloads (SIGHUP) by result; a failed one keeps the configuration in force.",
+        [([("result", "ok")], ok), ([("result", "failed")], failed)],
+    )?;
+    gauge(
+        encoder,
+        "config_last_load_timestamp_seconds",
+        "Unix time of the last successful configuration load, at start or reload.",
+        stats.last_load(),
+    )?;
+    gauge(
+        encoder,
+        "config_last_reload_successful",
+        "1 if the last configuration load (start or reload) succeeded, 0 while the file on disk does not load; a restart would then fail.",
+        u64::from(stats.last_reload_successful()),
+    )
+}
+
+/// The RCPT answer time, the MTA's connections and the sessions closed on an error.
+fn encode_connection_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    encode_rcpt_answer(stats, encoder)?;
+    gauges(
+        encoder,
+        "connections_open",
+        "MTA connections open now, by front end (milter sessions, policy service connections).",
+        per_front_end(|via| stats.connections_open(via) as u64),
+    )?;
+    counters(
+        encoder,
+        "connections",
+        "MTA connections since start, by front end.",
+        per_front_end(|via| stats.connections_total(via)),
+    )?;
+    let running = FrontEnd::ALL.into_iter().filter_map(|via| {
+        let max = stats.connections_max(via)?;
+        Some(([("front_end", via.name())], max as u64))
+    });
+    gauges(
+        encoder,
+        "connections_max",
+        "MTA connections served at once (max_connections), by front end; only the front ends that run.",
+        running,
+    )?;
+    counters(
+        encoder,
+        "connection_waits",
+        "MTA connections that waited in the listen queue for a slot, max_connections being reached, by front end.",
+        per_front_end(|via| stats.connection_waits(via)),
+    )?;
+    counters(
+        encoder,
+        "session_errors",
+        "MTA sessions closed on an error, by front end and reason (protocol, oversized, timeout, io).",
+        per_front_end_and_reason(SessionError::name, |via, r| stats.session_errors(via, r)),
+    )
+}
+
+/// The histogram of RCPT answer times, per front end.
+fn encode_rcpt_answer(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        "rcpt_answer_seconds",
+        "Time from a RCPT's arrival to its answer, by front end.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for via in FrontEnd::ALL {
+        let snapshot = stats.rcpt_answer(via);
+        let mut below = 0;
+        let buckets: Vec<(f64, u64)> = RCPT_ANSWER_BUCKETS
+            .iter()
+            .zip(snapshot.cumulative)
+            .map(|(&nanos, cumulative)| {
+                let n = cumulative - below;
+                below = cumulative;
+                (nanos as f64 / 1e9, n)
+            })
+            .collect();
+        family
+            .encode_family(&[("front_end", via.name())])?
+            .encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count, &buckets, None)?;
+    }
+    Ok(())
 }
 
 /// The milter's header work besides tagging (issue 19): forged headers removed, and
 /// sessions where `tag` acted as `log`.
 fn encode_header_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
-    let via = FrontEnd::Milter;
-    encoder
-        .encode_descriptor(
-            "forged_headers_removed",
-            "Incoming X-Bogus-HELO headers removed (while some setting uses tag), by front end.",
-            None,
-            MetricType::Counter,
-        )?
-        .encode_family(&[("front_end", via.name())])?
-        .encode_counter::<NoLabelSet, _, u64>(&stats.forged_headers(via), None)?;
-    encoder
-        .encode_descriptor(
-            "tag_unavailable_sessions",
-            "Sessions in which some setting uses tag but the MTA offered no header changes, so tag acted as log, by front end.",
-            None,
-            MetricType::Counter,
-        )?
-        .encode_family(&[("front_end", via.name())])?
-        .encode_counter::<NoLabelSet, _, u64>(&stats.tag_unavailable_sessions(via), None)?;
-    Ok(())
+    let milter = [("front_end", FrontEnd::Milter.name())];
+    counters(
+        encoder,
+        "forged_headers_removed",
+        "Incoming X-Bogus-HELO headers removed (while some setting uses tag), by front end.",
+        [(milter, stats.forged_headers(FrontEnd::Milter))],
+    )?;
+    counters(
+        encoder,
+        "tag_unavailable_sessions",
+        "Sessions in which some setting uses tag but the MTA offered no header changes, so tag acted as log, by front end.",
+        [(milter, stats.tag_unavailable_sessions(FrontEnd::Milter))],
+    )
 }
 
 #[cfg(test)]
@@ -409,7 +416,7 @@ mod tests {
     #[test]
     fn every_series_from_the_start_and_values_from_stats() {
         let config = Config::parse("", "test").unwrap();
-        let shared = Arc::new(Shared::new(config.policy));
+        let shared = Arc::new(Shared::new(config.policy().clone()));
         let text = scrape(shared.clone());
         // 2 front ends x 4 actions x 3 rules; 2 x 5 exemptions; 2 x 4 session errors.
         let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();

@@ -5,14 +5,51 @@
 //! allocation; a view reads them when it is asked, so no view can drift from another.
 
 use crate::{
-    policy::Action,
-    verdict::{Exemption, Rule, Verdict},
+    policy::{Action, RuleKind},
+    verdict::{Exemption, Verdict},
 };
 use std::{
     fmt::{self, Display, Formatter},
+    marker::PhantomData,
+    ops::Index,
     sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+/// A kind of thing counted per variant: one slot each, in `ALL`'s order.
+pub trait Key: Copy + 'static {
+    /// Every variant, in the order of the counters and of every view of them.
+    const ALL: &'static [Self];
+    /// The variant's slot: its place in `ALL`. An exhaustive `match`, so that a new
+    /// variant does not compile until it has one.
+    fn index(self) -> usize;
+}
+
+/// One `T` per variant of `K`, indexed by the variant: nothing else can pick a slot.
+/// `N` is `K::ALL.len()`, checked where the slots are made.
+#[derive(Debug)]
+pub struct PerKey<K, T, const N: usize> {
+    slots: [T; N],
+    key: PhantomData<K>,
+}
+
+impl<K: Key, T: Default, const N: usize> Default for PerKey<K, T, N> {
+    fn default() -> Self {
+        const { assert!(N == K::ALL.len(), "one slot per variant") };
+        Self {
+            slots: std::array::from_fn(|_| T::default()),
+            key: PhantomData,
+        }
+    }
+}
+
+impl<K: Key, T, const N: usize> Index<K> for PerKey<K, T, N> {
+    type Output = T;
+
+    fn index(&self, key: K) -> &T {
+        &self.slots[key.index()]
+    }
+}
 
 /// The front end that gathered the facts and applied the verdict.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -31,11 +68,20 @@ impl FrontEnd {
             Self::Policy => "policy",
         }
     }
+}
 
-    fn index(&self) -> usize {
-        *self as usize
+impl Key for FrontEnd {
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn index(self) -> usize {
+        match self {
+            Self::Milter => 0,
+            Self::Policy => 1,
+        }
     }
 }
+
+type PerFrontEnd<T> = PerKey<FrontEnd, T, { FrontEnd::ALL.len() }>;
 
 /// Why a session was closed on an error, in counter order.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -62,24 +108,90 @@ impl SessionError {
             Self::Io => "io",
         }
     }
+}
 
-    fn index(&self) -> usize {
-        *self as usize
+impl Key for SessionError {
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn index(self) -> usize {
+        match self {
+            Self::Protocol => 0,
+            Self::Oversized => 1,
+            Self::Timeout => 2,
+            Self::Io => 3,
+        }
     }
 }
 
 /// The outcomes of a rule match that refused or would have refused, in counter order.
-pub const OUTCOMES: [&str; 4] = ["rejected", "tempfailed", "logged", "tagged"];
-/// The same outcomes as the configured actions that lead to them.
-pub const ACTIONS: [Action; 4] = [Action::Reject, Action::Tempfail, Action::Log, Action::Tag];
-/// The rules' names in counter order (`Rule::index`).
-pub const RULES: [&str; 3] = ["own-ip", "ip", "rcpt-domain"];
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Outcome {
+    Rejected,
+    Tempfailed,
+    Logged,
+    Tagged,
+}
 
-fn rule_index(rule: &Rule) -> usize {
-    match rule {
-        Rule::OwnIp(_) => 0,
-        Rule::Ip => 1,
-        Rule::RcptDomain => 2,
+impl Outcome {
+    pub const ALL: [Self; 4] = [Self::Rejected, Self::Tempfailed, Self::Logged, Self::Tagged];
+
+    /// Its name in the `event=stats` line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Tempfailed => "tempfailed",
+            Self::Logged => "logged",
+            Self::Tagged => "tagged",
+        }
+    }
+
+    /// The configured action that leads to it, the metrics' `action` label.
+    pub fn action(self) -> Action {
+        match self {
+            Self::Rejected => Action::Reject,
+            Self::Tempfailed => Action::Tempfail,
+            Self::Logged => Action::Log,
+            Self::Tagged => Action::Tag,
+        }
+    }
+}
+
+impl Key for Outcome {
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn index(self) -> usize {
+        match self {
+            Self::Rejected => 0,
+            Self::Tempfailed => 1,
+            Self::Logged => 2,
+            Self::Tagged => 3,
+        }
+    }
+}
+
+impl Key for RuleKind {
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn index(self) -> usize {
+        match self {
+            Self::OwnIp => 0,
+            Self::Ip => 1,
+            Self::RcptDomain => 2,
+        }
+    }
+}
+
+impl Key for Exemption {
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn index(self) -> usize {
+        match self {
+            Self::Whitelist => 0,
+            Self::Authenticated => 1,
+            Self::Trusted => 2,
+            Self::RoleAccount => 3,
+            Self::Off => 4,
+        }
     }
 }
 
@@ -152,16 +264,16 @@ impl Histogram {
 /// configuration's loads.
 #[derive(Debug, Default)]
 pub struct Stats {
-    matched: [[[AtomicU64; RULES.len()]; OUTCOMES.len()]; FrontEnd::ALL.len()],
-    exempted: [[AtomicU64; Exemption::ALL.len()]; FrontEnd::ALL.len()],
-    rcpt_answer: [Histogram; FrontEnd::ALL.len()],
-    connections_total: [AtomicU64; FrontEnd::ALL.len()],
-    connections_open: [AtomicUsize; FrontEnd::ALL.len()],
+    matched: PerFrontEnd<PerOutcome<PerRule<AtomicU64>>>,
+    exempted: PerFrontEnd<PerKey<Exemption, AtomicU64, { Exemption::ALL.len() }>>,
+    rcpt_answer: PerFrontEnd<Histogram>,
+    connections_total: PerFrontEnd<AtomicU64>,
+    connections_open: PerFrontEnd<AtomicUsize>,
     /// `max_connections` of each front end that runs; 0 for one that is off.
-    connections_max: [AtomicUsize; FrontEnd::ALL.len()],
+    connections_max: PerFrontEnd<AtomicUsize>,
     /// Connections that waited for a slot, `max_connections` being reached.
-    connection_waits: [AtomicU64; FrontEnd::ALL.len()],
-    session_errors: [[AtomicU64; SessionError::ALL.len()]; FrontEnd::ALL.len()],
+    connection_waits: PerFrontEnd<AtomicU64>,
+    session_errors: PerFrontEnd<PerKey<SessionError, AtomicU64, { SessionError::ALL.len() }>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     /// Unix time in milliseconds of the last successful load; 0 before the first.
@@ -176,41 +288,35 @@ pub struct Stats {
 #[derive(Debug, Default)]
 struct HeaderCounters {
     /// Incoming headers of our name removed.
-    forged_removed: [AtomicU64; FrontEnd::ALL.len()],
+    forged_removed: PerFrontEnd<AtomicU64>,
     /// Sessions in which some setting tags but the MTA offered no header changes.
-    tag_unavailable: [AtomicU64; FrontEnd::ALL.len()],
+    tag_unavailable: PerFrontEnd<AtomicU64>,
 }
+
+type PerOutcome<T> = PerKey<Outcome, T, { Outcome::ALL.len() }>;
+type PerRule<T> = PerKey<RuleKind, T, { RuleKind::ALL.len() }>;
 
 impl Stats {
     pub fn count(&self, via: FrontEnd, verdict: &Verdict) {
+        let matched = &self.matched[via];
         let counter = match verdict {
             Verdict::Pass => return,
-            Verdict::Reject(rule) => &self.matched[via.index()][0][rule_index(rule)],
-            Verdict::Tempfail(rule) => &self.matched[via.index()][1][rule_index(rule)],
-            Verdict::Log(rule) => &self.matched[via.index()][2][rule_index(rule)],
-            Verdict::Tag(rule) => &self.matched[via.index()][3][rule_index(rule)],
-            Verdict::Exempt(_, exemption) => {
-                let i = Exemption::ALL
-                    .iter()
-                    .position(|e| e == exemption)
-                    .unwrap_or_default();
-                &self.exempted[via.index()][i]
-            }
+            Verdict::Exempt(_, exemption) => &self.exempted[via][*exemption],
+            Verdict::Reject(rule) => &matched[Outcome::Rejected][rule.kind()],
+            Verdict::Tempfail(rule) => &matched[Outcome::Tempfailed][rule.kind()],
+            Verdict::Log(rule) => &matched[Outcome::Logged][rule.kind()],
+            Verdict::Tag(rule) => &matched[Outcome::Tagged][rule.kind()],
         };
         counter.fetch_add(1, Relaxed);
     }
 
-    /// Recipients with this outcome (an index of `OUTCOMES`) and rule (of `RULES`).
-    pub fn matched(&self, via: FrontEnd, outcome: usize, rule: usize) -> u64 {
-        self.matched[via.index()][outcome][rule].load(Relaxed)
+    /// Recipients with this outcome and rule.
+    pub fn matched(&self, via: FrontEnd, outcome: Outcome, rule: RuleKind) -> u64 {
+        self.matched[via][outcome][rule].load(Relaxed)
     }
 
     pub fn exempted(&self, via: FrontEnd, exemption: Exemption) -> u64 {
-        let i = Exemption::ALL
-            .iter()
-            .position(|e| *e == exemption)
-            .unwrap_or_default();
-        self.exempted[via.index()][i].load(Relaxed)
+        self.exempted[via][exemption].load(Relaxed)
     }
 
     /// The time from a RCPT's arrival (`since`) to its answer, now.
@@ -219,56 +325,56 @@ impl Stats {
     }
 
     pub fn answer_took(&self, via: FrontEnd, elapsed: Duration) {
-        self.rcpt_answer[via.index()].observe(elapsed);
+        self.rcpt_answer[via].observe(elapsed);
     }
 
     pub fn rcpt_answer(&self, via: FrontEnd) -> HistogramSnapshot {
-        self.rcpt_answer[via.index()].snapshot()
+        self.rcpt_answer[via].snapshot()
     }
 
     /// A connection opened; `connection_closed` must follow (`shared::LiveSession`).
     pub fn connection_opened(&self, via: FrontEnd) {
-        self.connections_total[via.index()].fetch_add(1, Relaxed);
-        self.connections_open[via.index()].fetch_add(1, Relaxed);
+        self.connections_total[via].fetch_add(1, Relaxed);
+        self.connections_open[via].fetch_add(1, Relaxed);
     }
 
     pub fn connection_closed(&self, via: FrontEnd) {
-        self.connections_open[via.index()].fetch_sub(1, Relaxed);
+        self.connections_open[via].fetch_sub(1, Relaxed);
     }
 
     pub fn connections_total(&self, via: FrontEnd) -> u64 {
-        self.connections_total[via.index()].load(Relaxed)
+        self.connections_total[via].load(Relaxed)
     }
 
     pub fn connections_open(&self, via: FrontEnd) -> usize {
-        self.connections_open[via.index()].load(Relaxed)
+        self.connections_open[via].load(Relaxed)
     }
 
     /// The front end runs, with this `max_connections`.
     pub fn set_connections_max(&self, via: FrontEnd, max: usize) {
-        self.connections_max[via.index()].store(max, Relaxed);
+        self.connections_max[via].store(max, Relaxed);
     }
 
     /// `max_connections` of the front end; `None` when it is off.
     pub fn connections_max(&self, via: FrontEnd) -> Option<usize> {
-        Some(self.connections_max[via.index()].load(Relaxed)).filter(|&n| n > 0)
+        Some(self.connections_max[via].load(Relaxed)).filter(|&n| n > 0)
     }
 
     /// A connection was accepted after waiting for a slot.
     pub fn connection_waited(&self, via: FrontEnd) {
-        self.connection_waits[via.index()].fetch_add(1, Relaxed);
+        self.connection_waits[via].fetch_add(1, Relaxed);
     }
 
     pub fn connection_waits(&self, via: FrontEnd) -> u64 {
-        self.connection_waits[via.index()].load(Relaxed)
+        self.connection_waits[via].load(Relaxed)
     }
 
     pub fn session_error(&self, via: FrontEnd, reason: SessionError) {
-        self.session_errors[via.index()][reason.index()].fetch_add(1, Relaxed);
+        self.session_errors[via][reason].fetch_add(1, Relaxed);
     }
 
     pub fn session_errors(&self, via: FrontEnd, reason: SessionError) -> u64 {
-        self.session_errors[via.index()][reason.index()].load(Relaxed)
+        self.session_errors[via][reason].load(Relaxed)
     }
 
     /// The configuration was loaded: at start, or by a reload (`reload`: whether it
@@ -313,20 +419,20 @@ impl Stats {
 
 impl Stats {
     pub fn forged_headers_removed(&self, via: FrontEnd, n: u64) {
-        self.headers.forged_removed[via.index()].fetch_add(n, Relaxed);
+        self.headers.forged_removed[via].fetch_add(n, Relaxed);
     }
 
     pub fn forged_headers(&self, via: FrontEnd) -> u64 {
-        self.headers.forged_removed[via.index()].load(Relaxed)
+        self.headers.forged_removed[via].load(Relaxed)
     }
 
     /// A session in which `tag` acts as `log`: the MTA did not offer header changes.
     pub fn tag_unavailable(&self, via: FrontEnd) {
-        self.headers.tag_unavailable[via.index()].fetch_add(1, Relaxed);
+        self.headers.tag_unavailable[via].fetch_add(1, Relaxed);
     }
 
     pub fn tag_unavailable_sessions(&self, via: FrontEnd) -> u64 {
-        self.headers.tag_unavailable[via.index()].load(Relaxed)
+        self.headers.tag_unavailable[via].load(Relaxed)
     }
 }
 
@@ -335,13 +441,14 @@ impl Stats {
 impl Display for Stats {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let mut sep = "";
-        for (outcome, outcome_name) in OUTCOMES.iter().enumerate() {
-            for (rule, rule_name) in RULES.iter().enumerate() {
+        for outcome in Outcome::ALL {
+            for rule in RuleKind::ALL {
                 let n: u64 = FrontEnd::ALL
                     .iter()
                     .map(|&via| self.matched(via, outcome, rule))
                     .sum();
-                write!(f, "{sep}{outcome_name}_{}={n}", rule_name.replace('-', "_"))?;
+                let (outcome, rule) = (outcome.name(), rule.name().replace('-', "_"));
+                write!(f, "{sep}{outcome}_{rule}={n}")?;
                 sep = " ";
             }
         }
@@ -367,6 +474,7 @@ impl Display for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::Rule;
 
     #[test]
     fn counts_each_outcome_once() {
@@ -392,8 +500,26 @@ mod tests {
              exempted_role_account=0 exempted_off=1 \
              forged_headers_removed=0 tag_unavailable_sessions=0"
         );
-        assert_eq!(stats.matched(FrontEnd::Policy, 0, 1), 1);
-        assert_eq!(stats.matched(milter, 0, 1), 1);
+        assert_eq!(
+            stats.matched(FrontEnd::Policy, Outcome::Rejected, RuleKind::Ip),
+            1
+        );
+        assert_eq!(stats.matched(milter, Outcome::Rejected, RuleKind::Ip), 1);
+    }
+
+    /// `index` and `ALL` agree, so that every view lists the slots in counter order.
+    #[test]
+    fn every_variant_has_its_own_slot() {
+        fn check<K: Key + fmt::Debug>() {
+            for (i, key) in K::ALL.iter().enumerate() {
+                assert_eq!(key.index(), i, "{key:?}");
+            }
+        }
+        check::<FrontEnd>();
+        check::<SessionError>();
+        check::<Outcome>();
+        check::<RuleKind>();
+        check::<Exemption>();
     }
 
     #[test]

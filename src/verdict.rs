@@ -279,7 +279,7 @@ mod tests {
             action = \"off\"
             "
         );
-        Config::parse(&text, "test").unwrap().policy
+        Config::parse(&text, "test").unwrap().policy().clone()
     }
 
     fn policy() -> Policy {
@@ -515,7 +515,8 @@ mod tests {
             "test",
         )
         .unwrap()
-        .policy;
+        .policy()
+        .clone();
         let setting = |domain: &str, rule: RuleKind| {
             let (action, setting) = p.action_for(domain, rule);
             format!("{action} {setting}")

@@ -1,10 +1,12 @@
-//! `milter.conf`: reading it (`settings`), checking it and compiling it into the policy
-//! and the run-time settings (`check`), and printing the effective one (`print`).
+//! `milter.conf`: reading it (`settings`), parsing each value (`values`), checking it and
+//! compiling it into the policy and the run-time settings (`check`), and printing the
+//! effective one (`print`).
 
 mod check;
 mod metrics_listen;
 mod print;
 mod settings;
+mod values;
 
 use crate::{policy::Policy, socket::Socket, socket::UnixPermissions};
 use log::LevelFilter;
@@ -21,35 +23,95 @@ pub use settings::ENV_PREFIX;
 
 pub const DEFAULT_PATH: &str = "/etc/bogus-helo-milter/milter.conf";
 
-/// A checked configuration.
+/// A checked configuration: made only by `load` and `parse`, through every check, so its
+/// fields are read through the methods of the same names.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The file it was read from; `None` when the default file is absent.
-    pub file: Option<PathBuf>,
+    file: Option<PathBuf>,
     /// The `BOGUS_HELO_MILTER_*` variables that overrode it.
-    pub env: Vec<String>,
+    env: Vec<String>,
     /// The milter's socket; `None` when `socket = ""` (only the policy service runs).
-    pub socket: Option<Socket>,
+    socket: Option<Socket>,
     /// The Postfix policy service's socket; `None` (the default) when it is off.
-    pub policy_socket: Option<Socket>,
+    policy_socket: Option<Socket>,
     /// For a unix socket: its mode and group, as configured (the group by name).
-    pub unix_permissions: UnixPermissions,
-    pub socket_group: Option<String>,
+    unix_permissions: UnixPermissions,
+    socket_group: Option<String>,
     /// The policy without the interface addresses, which are added at run time
     /// (`policy_with`) so that the check does not depend on the machine it runs on.
-    pub policy: Policy,
+    policy: Policy,
     /// Whether the host's interface addresses are own addresses (`host::Host::read`).
-    pub own_interfaces: bool,
-    pub max_connections: usize,
+    own_interfaces: bool,
+    max_connections: usize,
     /// A milter connection on which the MTA sends nothing for this long is closed.
-    pub idle_timeout: Duration,
+    idle_timeout: Duration,
     /// A policy connection silent this long between requests is closed, and a request
     /// must be complete this long after its first byte.
-    pub policy_idle_timeout: Duration,
-    pub stats_interval: Option<Duration>,
-    pub log_level: LevelFilter,
+    policy_idle_timeout: Duration,
+    stats_interval: Option<Duration>,
+    log_level: LevelFilter,
     /// Where `GET /metrics` is served; `None` (the default) when it is off.
-    pub metrics_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// The fields, read-only.
+impl Config {
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    pub fn env(&self) -> &[String] {
+        &self.env
+    }
+
+    pub fn socket(&self) -> Option<&Socket> {
+        self.socket.as_ref()
+    }
+
+    pub fn policy_socket(&self) -> Option<&Socket> {
+        self.policy_socket.as_ref()
+    }
+
+    pub fn unix_permissions(&self) -> UnixPermissions {
+        self.unix_permissions
+    }
+
+    pub fn socket_group(&self) -> Option<&str> {
+        self.socket_group.as_deref()
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn own_interfaces(&self) -> bool {
+        self.own_interfaces
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    pub fn policy_idle_timeout(&self) -> Duration {
+        self.policy_idle_timeout
+    }
+
+    pub fn stats_interval(&self) -> Option<Duration> {
+        self.stats_interval
+    }
+
+    pub fn log_level(&self) -> LevelFilter {
+        self.log_level
+    }
+
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics_listen
+    }
 }
 
 /// A configuration that cannot be used, with what a mail administrator needs to fix it.

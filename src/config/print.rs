@@ -2,28 +2,40 @@
 //! itself a configuration that reads back to the same.
 
 use super::Config;
-use crate::policy::{Action, RuleKind};
+use crate::policy::{Action, Actions, Policy, RuleKind};
 use std::fmt::{Display, Write};
 
 pub fn to_toml(config: &Config) -> String {
-    fn list<T: Display>(items: impl IntoIterator<Item = T>) -> String {
-        let items: Vec<String> = items
-            .into_iter()
-            .map(|i| toml_string(&i.to_string()))
-            .collect();
-        format!("[{}]", items.join(", "))
-    }
-    fn sorted<T: Display>(items: impl IntoIterator<Item = T>) -> Vec<String> {
-        let mut items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
-        items.sort();
-        items
-    }
-    let p = &config.policy;
     let mut out = String::new();
     let _ = writeln!(out, "# effective configuration from {}", config.origin());
     for name in &config.env {
         let _ = writeln!(out, "# with {name} from the environment");
     }
+    socket_keys(&mut out, config);
+    policy_keys(&mut out, &config.policy);
+    run_time_keys(&mut out, config);
+    let domains = tables(&mut out, &config.policy);
+    effective_actions(&mut out, &config.policy, &domains);
+    out
+}
+
+/// A TOML array of strings.
+fn list<T: Display>(items: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<String> = items
+        .into_iter()
+        .map(|i| toml_string(&i.to_string()))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn sorted<T: Display>(items: impl IntoIterator<Item = T>) -> Vec<String> {
+    let mut items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    items.sort();
+    items
+}
+
+/// `socket`, `policy_socket` and their unix sockets' mode and group.
+fn socket_keys(out: &mut String, config: &Config) {
     let listen = |socket: &Option<crate::socket::Socket>| {
         socket.as_ref().map_or(String::new(), |s| s.to_string())
     };
@@ -37,6 +49,10 @@ pub fn to_toml(config: &Config) -> String {
     let _ = writeln!(out, "socket_mode = \"{mode:04o}\"");
     let group = toml_string(config.socket_group.as_deref().unwrap_or(""));
     let _ = writeln!(out, "socket_group = {group}");
+}
+
+/// The top-level keys of the policy.
+fn policy_keys(out: &mut String, p: &Policy) {
     let _ = writeln!(
         out,
         "action = \"{}\"",
@@ -47,7 +63,6 @@ pub fn to_toml(config: &Config) -> String {
     let key = toml_string(p.tag_key().unwrap_or(""));
     let _ = writeln!(out, "tag_key = {key}");
     let _ = writeln!(out, "own_addresses = {}", list(p.own_networks().networks()));
-    let _ = writeln!(out, "own_interfaces = {}", config.own_interfaces);
     let _ = writeln!(out, "own_names = {}", list(sorted(p.own_names())));
     let _ = writeln!(
         out,
@@ -62,6 +77,11 @@ pub fn to_toml(config: &Config) -> String {
         toml_string(p.recipient_delimiter())
     );
     let _ = writeln!(out, "exempt_role_accounts = {}", p.exempt_role_accounts());
+}
+
+/// The limits, timeouts, statistics, logging and metrics.
+fn run_time_keys(out: &mut String, config: &Config) {
+    let _ = writeln!(out, "own_interfaces = {}", config.own_interfaces);
     let _ = writeln!(out, "max_connections = {}", config.max_connections);
     let idle = humantime::format_duration(config.idle_timeout);
     let _ = writeln!(out, "idle_timeout = \"{idle}\"");
@@ -80,17 +100,11 @@ pub fn to_toml(config: &Config) -> String {
         .metrics_listen
         .map_or(String::new(), |a| a.to_string());
     let _ = writeln!(out, "metrics_listen = {}", toml_string(&metrics));
-    let rules = |out: &mut String, header: &str, per_rule: &[Option<Action>; 3]| {
-        if per_rule.iter().any(Option::is_some) {
-            let _ = writeln!(out, "\n[{header}]");
-            for rule in RuleKind::ALL {
-                if let Some(action) = per_rule[rule.index()] {
-                    let _ = writeln!(out, "{} = \"{action}\"", rule.name());
-                }
-            }
-        }
-    };
-    rules(&mut out, "rules", &p.actions().per_rule);
+}
+
+/// The `[rules]` and `[domains]` tables; returns the domain entries, sorted.
+fn tables(out: &mut String, p: &Policy) -> Vec<(String, Actions)> {
+    rule_table(out, "rules", &p.actions().per_rule);
     let mut domains: Vec<_> = p.domains().entries().collect();
     domains.sort_by(|a, b| a.0.cmp(&b.0));
     for (domain, actions) in &domains {
@@ -98,21 +112,29 @@ pub fn to_toml(config: &Config) -> String {
         if let Some(action) = actions.any {
             let _ = write!(out, "\n[domains.{domain}]\naction = \"{action}\"\n");
         }
-        rules(
-            &mut out,
-            &format!("domains.{domain}.rules"),
-            &actions.per_rule,
-        );
+        rule_table(out, &format!("domains.{domain}.rules"), &actions.per_rule);
     }
-    // What applies where, for every rule: the table an administrator checks a change by.
+    domains
+}
+
+/// A `[rules]` table, when it sets any rule.
+fn rule_table(out: &mut String, header: &str, per_rule: &[Option<Action>; 3]) {
+    if per_rule.iter().any(Option::is_some) {
+        let _ = writeln!(out, "\n[{header}]");
+        for rule in RuleKind::ALL {
+            if let Some(action) = per_rule[rule.index()] {
+                let _ = writeln!(out, "{} = \"{action}\"", rule.name());
+            }
+        }
+    }
+}
+
+/// What applies where, for every rule: the table an administrator checks a change by.
+fn effective_actions(out: &mut String, p: &Policy, domains: &[(String, Actions)]) {
     let _ = writeln!(
         out,
         "\n# effective actions          own-ip     ip         rcpt-domain"
     );
-    let row = |out: &mut String, label: &str, domain: &str| {
-        let [a, b, c] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
-        let _ = writeln!(out, "#   {label:<26} {a:<10} {b:<10} {c}");
-    };
     // A `.parent` entry applies to the domains below it: show one of them.
     let mut rows = vec![("(other domains)".to_string(), String::new())];
     rows.extend(domains.iter().map(|(domain, _)| {
@@ -124,7 +146,8 @@ pub fn to_toml(config: &Config) -> String {
         (sample, rcpt_domain)
     }));
     for (label, domain) in &rows {
-        row(&mut out, label, domain);
+        let [a, b, c] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
+        let _ = writeln!(out, "#   {label:<26} {a:<10} {b:<10} {c}");
     }
     // Which setting decides each cell, inherited ones included: why a row says what it says.
     let _ = writeln!(
@@ -138,7 +161,6 @@ pub fn to_toml(config: &Config) -> String {
             .collect();
         let _ = writeln!(out, "#   {label:<26} {}", from.join(", "));
     }
-    out
 }
 
 /// A TOML basic string: in double quotes, with `"`, `\` and control characters escaped.

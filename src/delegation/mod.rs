@@ -114,7 +114,7 @@ pub fn answers(policy: Policy, host_name: Option<String>, input: &[u8]) -> Vec<V
 /// so it knows none. Listing `myhostname` in `own_names` makes the two paths equal.
 /// `host` is the name as the system gives it, for the message.
 pub fn host_name_warning(config: &crate::config::Config, host: &str) -> Option<String> {
-    if config.policy_socket.is_none() || !config.policy.own_names().is_empty() {
+    if config.policy_socket().is_none() || !config.policy().own_names().is_empty() {
         return None;
     }
     if host::qualified(host).is_some() {
