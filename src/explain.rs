@@ -7,7 +7,7 @@ use crate::{
     judgement::{outcome, Outcome, Would},
     policy::Policy,
     recipient::Recipient,
-    verdict::{decide, Connection, Exemption, Rule, TagHeader, Verdict},
+    verdict::{decide, is_own, Connection, Exemption, Rule, TagHeader, Verdict},
 };
 use std::{fmt::Write, net::IpAddr};
 
@@ -63,7 +63,10 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         "recipient: {:?}, domain {:?}",
         rcpt.address, rcpt.domain
     );
-    let mut own: Vec<String> = conn.local.iter().map(|ip| ip.to_string()).collect();
+    let mut own: Vec<String> = (conn.local.iter())
+        .filter(|&&ip| is_own(policy, &conn, ip))
+        .map(|ip| ip.to_string())
+        .collect();
     own.extend(
         policy
             .own_networks()

@@ -318,7 +318,7 @@ impl Policy {
                 && ROLE_ACCOUNTS.contains(&base_local(&rcpt.local, &self.recipient_delimiter)))
     }
 
-    /// Whether `ip` is in one of this server's own networks (the decision keeps the
+    /// Whether `ip` is in one of this server's own networks (`verdict::is_own` keeps the
     /// unspecified addresses out).
     pub fn is_own_address(&self, ip: IpAddr) -> bool {
         self.own_networks.contains(ip)

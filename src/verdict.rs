@@ -169,13 +169,7 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
 
 fn match_rule(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Option<Rule> {
     match conn.helo.as_ref()? {
-        // `0.0.0.0` and `::` name no host, so never one of ours, whatever the local
-        // addresses (Sendmail's `{daemon_addr}` when it listens on every address) and
-        // own networks (`0.0.0.0/0`) say.
-        Helo::Ip(ip) if ip.is_unspecified() => Some(Rule::Ip),
-        Helo::Ip(ip) if conn.local.contains(ip) || policy.is_own_address(*ip) => {
-            Some(Rule::OwnIp(*ip))
-        }
+        Helo::Ip(ip) if is_own(policy, conn, *ip) => Some(Rule::OwnIp(*ip)),
         Helo::Ip(_) => Some(Rule::Ip),
         Helo::Name(name) => {
             let is_own = (!rcpt.domain.is_empty() && *name == rcpt.domain)
@@ -184,6 +178,14 @@ fn match_rule(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Optio
             is_own.then_some(Rule::RcptDomain)
         }
     }
+}
+
+/// Whether `ip` is one of this server's own addresses: one the client reached, or in an
+/// own network. `0.0.0.0` and `::` never are, whatever those say (Sendmail's
+/// `{daemon_addr}` when it listens on every address, an own network `0.0.0.0/0`): they
+/// name no host.
+pub fn is_own(policy: &Policy, conn: &Connection, ip: IpAddr) -> bool {
+    !ip.is_unspecified() && (conn.local.contains(&ip) || policy.is_own_address(ip))
 }
 
 /// An SMTP reply: code, enhanced status code and text.
