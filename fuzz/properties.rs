@@ -13,9 +13,10 @@ use bogus_helo_milter::{
     config::Config,
     delegation, domain,
     helo::{parse_macro_ip, Helo},
+    judgement::{self, Outcome, Would},
     policy::Policy,
     recipient::{base_local, Recipient},
-    verdict::{decide, Connection, Exemption, Reply, Rule, Verdict},
+    verdict::{decide, Connection, Exemption, Rule, Verdict},
     whitelist::Entry,
 };
 use std::{fmt::Write, net::IpAddr, sync::OnceLock};
@@ -203,9 +204,9 @@ struct OneLineLog;
 
 impl log::Log for OneLineLog {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata
-            .target()
-            .starts_with("bogus_helo_milter::delegation")
+        let target = metadata.target();
+        target.starts_with("bogus_helo_milter::delegation")
+            || target.starts_with("bogus_helo_milter::judgement")
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -1264,7 +1265,10 @@ pub fn decision(input: &DecisionInput) {
     let expected = s.expected();
     assert_eq!(verdict, expected, "{s:#?}\nconn: {conn:?}\nrcpt: {rcpt:?}");
 
-    let reply = Reply::for_verdict(&verdict, &policy).map(|r| r.to_string());
+    let reply = match judgement::outcome(verdict, &policy, "", None, true) {
+        Outcome::Refuse(reply) | Outcome::DryRun(Would::Reply(reply)) => Some(reply.to_string()),
+        Outcome::Accept | Outcome::Tag(_) | Outcome::DryRun(Would::Tag(_)) => None,
+    };
     assert_eq!(reply, s.expected_reply(expected), "{s:#?}");
     if let Some(line) = reply {
         assert!(line.bytes().all(|b| (0x20..0x7f).contains(&b)), "{line:?}");

@@ -4,9 +4,10 @@
 use crate::{
     domain,
     helo::Helo,
+    judgement::{outcome, Outcome, Would},
     policy::Policy,
     recipient::Recipient,
-    verdict::{decide, Connection, Exemption, Reply, Rule, TagHeader, Verdict},
+    verdict::{decide, is_own, Connection, Exemption, Rule, TagHeader, Verdict},
 };
 use std::{fmt::Write, net::IpAddr};
 
@@ -62,8 +63,17 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         "recipient: {:?}, domain {:?}",
         rcpt.address, rcpt.domain
     );
-    let mut own: Vec<String> = conn.local.iter().map(|ip| ip.to_string()).collect();
-    own.extend(policy.own_networks.networks().iter().map(|n| n.to_string()));
+    let mut own: Vec<String> = (conn.local.iter())
+        .filter(|&&ip| is_own(policy, &conn, ip))
+        .map(|ip| ip.to_string())
+        .collect();
+    own.extend(
+        policy
+            .own_networks()
+            .networks()
+            .iter()
+            .map(|n| n.to_string()),
+    );
     let _ = writeln!(
         out,
         "own:       addresses {} (own_addresses, this host's interfaces, --local)",
@@ -110,11 +120,11 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         ),
     };
     let _ = writeln!(out, "verdict:   {decision}");
-    match Reply::for_verdict(&verdict, policy) {
-        Some(reply) => {
+    match outcome(verdict, policy, &q.helo, conn.client, true) {
+        Outcome::Refuse(reply) | Outcome::DryRun(Would::Reply(reply)) => {
             let _ = writeln!(out, "reply:     {reply}");
         }
-        None => {
+        Outcome::Accept | Outcome::Tag(_) | Outcome::DryRun(Would::Tag(_)) => {
             let _ = writeln!(out, "reply:     none from the milter (the MTA goes on)");
         }
     }

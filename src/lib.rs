@@ -1,10 +1,12 @@
 //! bogus-helo-milter: refuses mail, per recipient, from clients that greet with a bogus HELO.
 //!
 //! The decision lives in `verdict` (pure), the policy it consults in `policy`, built from
-//! `config`. Two front ends gather facts and apply verdicts: `milter` (the milter
-//! callbacks) and `delegation` (the Postfix policy service); what they share is in
-//! `shared`, and this file is the process around them: signals, reloads and the
-//! statistics line.
+//! `config`; `judgement` turns it into the log line, the counters and an outcome. Two
+//! front ends gather facts and translate outcomes into their protocols: `milter` (the
+//! milter callbacks) and `delegation` (the Postfix policy service); what they share is in
+//! `shared`, the facts about the host in `host`, and this file is the process around
+//! them: signals, reloads and the statistics line, with the fact sources its caller
+//! injects (`Sources`).
 
 pub mod address_set;
 pub mod config;
@@ -12,8 +14,10 @@ pub mod delegation;
 pub mod domain;
 pub mod explain;
 pub mod helo;
+pub mod host;
 pub mod interfaces;
 pub mod ip_text;
+pub mod judgement;
 pub mod logging;
 pub mod metrics;
 mod milter;
@@ -28,6 +32,7 @@ pub mod whitelist;
 
 use crate::{
     config::Config,
+    host::{Host, HostFacts},
     logging::quote,
     shared::Shared,
     socket::{Listener, Origin, StoppableListener},
@@ -51,58 +56,45 @@ pub struct Listeners {
     pub metrics: Option<tokio::net::TcpListener>,
 }
 
+/// What `run` learns from outside its configuration, injected by its caller: the binary
+/// passes the system's (`Sources::system`), a test its own.
+#[derive(Clone)]
+pub struct Sources {
+    /// Read at start and at each reload (`host::Host::read`).
+    pub host: Arc<dyn HostFacts>,
+}
+
+impl Sources {
+    pub fn system() -> Self {
+        Self {
+            host: Arc::new(host::System),
+        }
+    }
+}
+
 /// Serves milter and policy service connections until `shutdown` completes, then accepts
 /// no new connections (refuses them on a socket the process bound itself) and lets the
 /// sessions in progress finish (for up to `SHUTDOWN_GRACE`). SIGHUP rereads
-/// `config_path` (`None`: the default file); SIGUSR1 and every `stats_interval` log the
-/// counters, which both front ends share.
+/// `config_path` (`None`: the default file) and the facts about the host from `sources`;
+/// SIGUSR1 and every `stats_interval` log the counters, which both front ends share.
 pub async fn run(
     listeners: Listeners,
     config: Config,
     config_path: Option<PathBuf>,
+    sources: Sources,
     shutdown: impl Future,
 ) -> io::Result<()> {
-    let interfaces = interfaces::addresses();
-    let shared = Arc::new(Shared::new(config.policy_with(&interfaces)));
+    let host = Host::read(sources.host.as_ref(), &config);
+    let shared = Arc::new(Shared::new(config.policy_with(&host.interfaces)));
+    shared.set_host_name(host.name.clone());
     shared.stats.config_loaded(false);
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-
-    let signals = {
-        let shared = shared.clone();
-        let mut current = config.clone();
-        async move {
-            let mut ticks = stats_ticks(current.stats_interval());
-            loop {
-                select! {
-                    _ = hangup.recv() => {
-                        if let Some(new) = reload(&shared, &current, config_path.as_deref()) {
-                            if new.stats_interval() != current.stats_interval() {
-                                ticks = stats_ticks(new.stats_interval());
-                            }
-                            current = new;
-                        }
-                    }
-                    _ = usr1.recv() => info!("event=stats {}", shared.stats),
-                    _ = ticks.tick(), if current.stats_interval().is_some() => {
-                        info!("event=stats {}", shared.stats);
-                    }
-                }
-            }
-        }
-    };
-    let signals = tokio::spawn(signals);
-
+    let signals = signals(shared.clone(), config.clone(), config_path, sources)?;
+    let mut tasks = vec![tokio::spawn(signals)];
     if listeners.milter.is_some() {
         shared
             .stats
             .set_connections_max(stats::FrontEnd::Milter, config.max_connections());
     }
-    let milter_config = indymilter::Config {
-        max_connections: config.max_connections(),
-        connection_timeout: config.idle_timeout(),
-        ..Default::default()
-    };
     // What a stop does to new connections, for the shutdown line: the milter's socket
     // decides, or the policy service's when it is alone.
     let origin = listeners
@@ -111,66 +103,23 @@ pub async fn run(
         .or(listeners.policy.as_ref())
         .map_or(Origin::Bound, |(_, origin)| *origin);
     let (stop_policy, policy_stopped) = tokio::sync::watch::channel(false);
-    let host_name = delegation::host_name();
-    let policy_service = listeners.policy.map(|(listener, origin)| {
-        let limits = delegation::Limits {
-            max_connections: config.max_connections(),
-            idle_timeout: config.policy_idle_timeout(),
-        };
-        tokio::spawn(delegation::serve(
-            listener,
-            origin,
-            shared.clone(),
-            limits,
-            host_name.clone(),
-            policy_stopped,
-        ))
-    });
-    let metrics = listeners
-        .metrics
-        .map(|listener| tokio::spawn(metrics::serve(listener, shared.clone())));
-    let (milter, stop_milter) = match listeners.milter {
-        Some((listener, origin)) => {
-            let (listener, handle) = StoppableListener::new(listener, origin);
-            (Some(listener), Some(handle))
-        }
-        None => (None, None),
-    };
-    let drain = {
-        let shared = shared.clone();
-        async move {
-            shutdown.await;
-            if let Some(handle) = stop_milter {
-                handle.stop();
-            }
-            let _ = stop_policy.send(true);
-            drain_sessions(&shared, origin).await;
-        }
-    };
-    let off = || "off".to_string();
-    info!(
-        "event=start version={VERSION} socket={} policy_socket={} config={:?} own_interface_addresses={}{}",
-        config.socket().map_or_else(off, ToString::to_string),
-        config.policy_socket().map_or_else(off, ToString::to_string),
-        config.origin(),
-        interfaces.len(),
-        match (config.policy_socket(), &host_name) {
-            (None, _) => String::new(),
-            (Some(_), name) => format!(" policy_host_name={}", quote(name.as_deref().unwrap_or(""))),
-        }
-    );
+    if let Some(policy) = listeners.policy {
+        let service = serve_policy(policy, shared.clone(), &config, policy_stopped);
+        tasks.push(tokio::spawn(service));
+    }
+    if let Some(listener) = listeners.metrics {
+        tasks.push(tokio::spawn(metrics::serve(listener, shared.clone())));
+    }
+    let (milter, drain) = stopping(listeners.milter, shutdown, stop_policy, &shared, origin);
+    log_start(&config, &host);
     let result = match milter {
-        Some(listener) => {
-            let callbacks = milter::callbacks(shared.clone());
-            indymilter::run(listener, callbacks, milter_config, drain).await
-        }
+        Some(listener) => serve_milter(listener, &shared, &config, drain).await,
         None => {
             drain.await;
             Ok(())
         }
     };
-    signals.abort();
-    for task in [policy_service, metrics].into_iter().flatten() {
+    for task in tasks {
         task.abort();
     }
     match &result {
@@ -178,6 +127,111 @@ pub async fn run(
         Err(e) => error!("event=stop error={:?}", e.to_string()),
     }
     result
+}
+
+/// The milter's listener, and the stop: when `shutdown` completes, both front ends
+/// accept no more and the sessions in progress are waited for.
+fn stopping(
+    milter: Option<(Listener, Origin)>,
+    shutdown: impl Future,
+    stop_policy: tokio::sync::watch::Sender<bool>,
+    shared: &Arc<Shared>,
+    origin: Origin,
+) -> (Option<StoppableListener>, impl Future<Output = ()>) {
+    let (milter, stop_milter) = match milter {
+        Some((listener, origin)) => {
+            let (listener, handle) = StoppableListener::new(listener, origin);
+            (Some(listener), Some(handle))
+        }
+        None => (None, None),
+    };
+    let shared = shared.clone();
+    let drain = async move {
+        shutdown.await;
+        if let Some(handle) = stop_milter {
+            handle.stop();
+        }
+        let _ = stop_policy.send(true);
+        drain_sessions(&shared, origin).await;
+    };
+    (milter, drain)
+}
+
+/// The policy service on `listener` until `stopped` turns true.
+fn serve_policy(
+    (listener, origin): (Listener, Origin),
+    shared: Arc<Shared>,
+    config: &Config,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> {
+    let limits = delegation::Limits {
+        max_connections: config.max_connections(),
+        idle_timeout: config.policy_idle_timeout(),
+    };
+    delegation::serve(listener, origin, shared, limits, stopped)
+}
+
+/// The signal handlers' task: SIGHUP reloads, SIGUSR1 and the statistics clock log the
+/// counters. The handlers are installed before it returns.
+fn signals(
+    shared: Arc<Shared>,
+    mut current: Config,
+    config_path: Option<PathBuf>,
+    sources: Sources,
+) -> io::Result<impl Future<Output = ()>> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    Ok(async move {
+        let mut ticks = stats_ticks(current.stats_interval());
+        loop {
+            select! {
+                _ = hangup.recv() => {
+                    let path = config_path.as_deref();
+                    if let Some(new) = reload(&shared, &current, path, &sources) {
+                        if new.stats_interval() != current.stats_interval() {
+                            ticks = stats_ticks(new.stats_interval());
+                        }
+                        current = new;
+                    }
+                }
+                _ = usr1.recv() => info!("event=stats {}", shared.stats),
+                _ = ticks.tick(), if current.stats_interval().is_some() => {
+                    info!("event=stats {}", shared.stats);
+                }
+            }
+        }
+    })
+}
+
+/// Serves milter connections on `listener` until `drain` completes.
+async fn serve_milter(
+    listener: StoppableListener,
+    shared: &Arc<Shared>,
+    config: &Config,
+    drain: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let milter_config = indymilter::Config {
+        max_connections: config.max_connections(),
+        connection_timeout: config.idle_timeout(),
+        ..Default::default()
+    };
+    let callbacks = milter::callbacks(shared.clone());
+    indymilter::run(listener, callbacks, milter_config, drain).await
+}
+
+fn log_start(config: &Config, host: &Host) {
+    let off = || "off".to_string();
+    info!(
+        "event=start version={VERSION} socket={} policy_socket={} config={:?} own_interface_addresses={}{}",
+        config.socket().map_or_else(off, ToString::to_string),
+        config.policy_socket().map_or_else(off, ToString::to_string),
+        config.origin(),
+        host.interfaces.len(),
+        match (config.policy_socket(), &host.name) {
+            (None, _) => String::new(),
+            (Some(_), name) => format!(" policy_host_name={}", quote(name.as_deref().unwrap_or(""))),
+        }
+    );
 }
 
 /// The statistics line's clock; with no `stats_interval` it never ticks (the caller's
@@ -219,11 +273,18 @@ async fn drain_sessions(shared: &Shared, origin: Origin) {
 }
 
 /// Rereads the configuration; a bad one is logged and the old one stays in force.
-fn reload(shared: &Shared, current: &Config, path: Option<&std::path::Path>) -> Option<Config> {
+/// The facts about the host are reread with it.
+fn reload(
+    shared: &Shared,
+    current: &Config,
+    path: Option<&std::path::Path>,
+    sources: &Sources,
+) -> Option<Config> {
     match Config::load(path) {
         Ok(new) => {
-            let interfaces = interfaces::addresses();
-            shared.set_policy(new.policy_with(&interfaces));
+            let host = Host::read(sources.host.as_ref(), &new);
+            shared.set_policy(new.policy_with(&host.interfaces));
+            shared.set_host_name(host.name);
             shared.stats.config_loaded(true);
             logging::set_level(new.log_level());
             let waiting = current.restart_keys(&new);

@@ -1,7 +1,8 @@
 use bogus_helo_milter::{
     config::{Config, DEFAULT_PATH},
     explain::{explain, Question},
-    interfaces, logging,
+    host::{Host, System},
+    logging,
     socket::{Bound, Origin},
     systemd, Listeners,
 };
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
 
     match cli.command {
         Some(Command::Explain(question)) => {
-            let policy = config.policy_with(&interfaces::addresses());
+            let policy = config.policy_with(&Host::read(&System, &config).interfaces);
             output(&explain(&policy, &question));
             return ExitCode::SUCCESS;
         }
@@ -102,8 +103,11 @@ fn print_effective(config: &Config) {
     }
     // Not configuration, but what the own-ip rule also counts: read at start and at
     // every reload, so a changed interface address applies at the next reload.
-    let interfaces = interfaces::addresses();
-    let list: Vec<String> = interfaces.iter().map(|ip| ip.to_string()).collect();
+    let interfaces = Host::read(&System, config).interfaces;
+    let mut list: Vec<String> = interfaces.iter().map(|ip| ip.to_string()).collect();
+    if !config.own_interfaces() {
+        list.push("none (own_interfaces = false)".into());
+    }
     output(&format!(
         "{}\n# this host's interface addresses, own addresses besides own_addresses and the\n# address each client connected to (read at start and at each reload):\n# {}\n",
         config.to_toml(),
@@ -242,7 +246,14 @@ async fn run(
         }),
         metrics,
     };
-    let result = bogus_helo_milter::run(listeners, config, config_path, shutdown).await;
+    let result = bogus_helo_milter::run(
+        listeners,
+        config,
+        config_path,
+        bogus_helo_milter::Sources::system(),
+        shutdown,
+    )
+    .await;
     for file in files {
         file.remove();
     }

@@ -1,21 +1,22 @@
-//! The milter callbacks: they gather the facts of each SMTP session, ask `decide` at RCPT,
-//! and turn its verdict into the milter reply and a log line (`via=milter`).
+//! The milter callbacks: they gather the facts of each SMTP session, have them judged at
+//! RCPT (`judgement`), and turn the outcome into the milter's reply or header.
 
 use crate::{
     domain,
     helo::{parse_macro_ip, Helo},
+    judgement::{Facts, Outcome},
     logging::quote,
     policy::Policy,
     recipient::Recipient,
     shared::{LiveSession, Shared},
     stats::{FrontEnd, SessionError},
-    verdict::{decide, Connection, Reply, TagHeader, Verdict},
+    verdict::{Connection, TagHeader},
 };
 use indymilter::{
     Actions as MtaActions, Callbacks, Context, ContextActions, EomContext, MacroStage, Macros,
     NegotiateContext, ProtoOpts, SessionErrorKind, SetErrorReply, SocketInfo, Status,
 };
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 use std::{
     ffi::{CStr, CString},
     sync::Arc,
@@ -232,93 +233,36 @@ fn answer_rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: &Shared) -
     };
     let arg = arg.to_string_lossy();
     let rcpt = Recipient::parse(&arg);
-    // Without header changes, tag acts as log: counted and logged as what was done.
-    let (verdict, untagged) = match decide(&session.policy, &session.conn, &rcpt) {
-        Verdict::Tag(rule) if !session.header_changes => (Verdict::Log(rule), true),
-        verdict => (verdict, false),
+    let queue_id = macro_str(&cx.macros, c"i");
+    let facts = Facts {
+        policy: &session.policy,
+        conn: &session.conn,
+        rcpt: &rcpt,
+        via: FrontEnd::Milter,
+        helo_text: &session.helo_text,
+        queue_id: queue_id.as_deref(),
+        can_tag: session.header_changes,
     };
-    shared.stats.count(FrontEnd::Milter, &verdict);
-
-    let describe = || {
-        let client = session
-            .conn
-            .client
-            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-        let queue_id = macro_str(&cx.macros, c"i")
-            .map_or_else(String::new, |id| format!(" queue_id={}", quote(&id)));
-        format!(
-            "rule={} client={client} helo={} rcpt={}{queue_id}",
-            verdict.rule().map_or("none", |r| r.name()),
-            quote(&session.helo_text),
-            quote(rcpt.address),
-        )
-    };
-
-    let (action, status) = match verdict {
-        Verdict::Pass => return Status::Continue,
-        Verdict::Exempt(_, exemption) => {
-            debug!(
-                "action=accept exempt={} {} via=milter",
-                exemption.name(),
-                describe()
-            );
+    let judgement = facts.judge(&shared.stats);
+    let reply = match &judgement.outcome {
+        Outcome::Accept | Outcome::DryRun(_) => return Status::Continue,
+        Outcome::Tag(value) => {
+            session.tag.get_or_insert_with(|| value.clone());
             return Status::Continue;
         }
-        Verdict::Tag(rule) => {
-            let value = TagHeader::value(rule, &session.helo_text, session.conn.client);
-            info!(
-                "action=tag {} header={} via=milter",
-                describe(),
-                quote(&format!("{}: {value}", TagHeader::NAME))
-            );
-            // One header per message: the rule is the HELO's, the same for every
-            // recipient it matches.
-            session.tag.get_or_insert(value);
-            return Status::Continue;
-        }
-        Verdict::Log(rule) if untagged => {
-            let value = TagHeader::value(rule, &session.helo_text, session.conn.client);
-            info!(
-                "action=log {} would_tag={} reason=\"the MTA does not offer header changes\" via=milter",
-                describe(),
-                quote(&format!("{}: {value}", TagHeader::NAME))
-            );
-            return Status::Continue;
-        }
-        Verdict::Log(_) => ("log", Status::Continue),
-        Verdict::Reject(_) => ("reject", Status::Reject),
-        Verdict::Tempfail(_) => ("tempfail", Status::Tempfail),
+        Outcome::Refuse(reply) => reply,
     };
-    let Some(reply) = Reply::for_verdict(&verdict, &session.policy) else {
-        return Status::Continue;
-    };
-    if status == Status::Continue {
-        info!(
-            "action={action} {} would_reply={} via=milter",
-            describe(),
-            quote(&reply.to_string())
-        );
-        return status;
-    }
-    info!(
-        "action={action} {} reply={} via=milter",
-        describe(),
-        quote(&reply.to_string())
-    );
     // The MTA reads a lone `%` in a milter reply as a format directive.
     let text = reply.text.replace('%', "%%");
     match cx
         .reply
         .set_error_reply(reply.code, Some(reply.status), [text])
     {
-        Ok(()) => status,
+        Ok(()) if reply.is_permanent() => Status::Reject,
+        Ok(()) => Status::Tempfail,
         Err(e) => {
             // Cannot happen with a checked reply_url; never refuse without our text.
-            error!(
-                "action=accept {} error={:?} via=milter",
-                describe(),
-                e.to_string()
-            );
+            facts.not_sent(&judgement, &e.to_string());
             Status::Continue
         }
     }

@@ -44,15 +44,22 @@ impl FromStr for Action {
     }
 }
 
-impl Display for Action {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Action {
+    /// As the configuration and the log lines spell it.
+    pub fn name(self) -> &'static str {
+        match self {
             Self::Reject => "reject",
             Self::Tempfail => "tempfail",
             Self::Log => "log",
             Self::Tag => "tag",
             Self::Off => "off",
-        })
+        }
+    }
+}
+
+impl Display for Action {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -205,55 +212,68 @@ impl Display for Setting<'_> {
     }
 }
 
+/// The compiled configuration. Its fields are private: a policy is built only from the
+/// values that `config::check` checked and normalised (`Policy::from(Parts)`), then
+/// read through the accessors below.
 #[derive(Clone, Debug)]
 pub struct Policy {
     /// The top-level `action` and `[rules]`: for recipient domains without their own.
+    actions: Actions,
+    domains: DomainActions,
+    whitelist: Whitelist,
+    /// The characters that start a subaddress (`private+orders`); may be empty.
+    recipient_delimiter: String,
+    /// Never refuse postmaster and abuse, at any domain (RFC 2142 role accounts).
+    exempt_role_accounts: bool,
+    /// The configured `own_addresses` and the host's interface addresses.
+    own_networks: AddressSet,
+    /// Host names in comparable form, besides the MTA's `j`.
+    own_names: HashSet<String>,
+    trusted_networks: AddressSet,
+    skip_authenticated: bool,
+    /// Appended to every reply text when set.
+    reply_url: Option<String>,
+    /// Appended (` key=...`) to the policy service's tag header, for Postfix's
+    /// `header_checks` to tell it from a forged one (README, "The tag header").
+    tag_key: Option<String>,
+}
+
+/// The checked values a policy is built from (by `config::check` only), each the field
+/// of `Policy` of its name.
+pub(crate) struct Parts {
     pub actions: Actions,
     pub domains: DomainActions,
     pub whitelist: Whitelist,
-    /// The characters that start a subaddress (`private+orders`); may be empty.
     pub recipient_delimiter: String,
-    /// Never refuse postmaster and abuse, at any domain (RFC 2142 role accounts).
     pub exempt_role_accounts: bool,
-    /// The configured `own_addresses` and the host's interface addresses.
     pub own_networks: AddressSet,
-    /// Host names in comparable form, besides the MTA's `j`.
     pub own_names: HashSet<String>,
     pub trusted_networks: AddressSet,
     pub skip_authenticated: bool,
-    /// Appended to every reply text when set.
     pub reply_url: Option<String>,
-    /// Appended (` key=...`) to the policy service's tag header, for Postfix's
-    /// `header_checks` to tell it from a forged one (README, "The tag header").
     pub tag_key: Option<String>,
+}
+
+impl From<Parts> for Policy {
+    fn from(p: Parts) -> Self {
+        Self {
+            actions: p.actions,
+            domains: p.domains,
+            whitelist: p.whitelist,
+            recipient_delimiter: p.recipient_delimiter,
+            exempt_role_accounts: p.exempt_role_accounts,
+            own_networks: p.own_networks,
+            own_names: p.own_names,
+            trusted_networks: p.trusted_networks,
+            skip_authenticated: p.skip_authenticated,
+            reply_url: p.reply_url,
+            tag_key: p.tag_key,
+        }
+    }
 }
 
 /// The local parts that RFC 2142 asks every domain to accept, exempt by default.
 pub const ROLE_ACCOUNTS: [&str; 2] = ["postmaster", "abuse"];
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            actions: Actions {
-                any: Some(Action::Reject),
-                per_rule: [None; 3],
-            },
-            domains: DomainActions::default(),
-            whitelist: Whitelist::default(),
-            recipient_delimiter: "+".to_string(),
-            exempt_role_accounts: true,
-            own_networks: AddressSet::default(),
-            own_names: HashSet::new(),
-            trusted_networks: AddressSet::new(vec![
-                "127.0.0.0/8".parse().expect("valid network"),
-                "::1/128".parse().expect("valid network"),
-            ]),
-            skip_authenticated: true,
-            reply_url: None,
-            tag_key: None,
-        }
-    }
-}
 
 impl Policy {
     /// What a match of `rule` does to a recipient in `domain` (in comparable form), and
@@ -298,11 +318,64 @@ impl Policy {
                 && ROLE_ACCOUNTS.contains(&base_local(&rcpt.local, &self.recipient_delimiter)))
     }
 
-    /// Whether `ip` is one of this server's own addresses. The unspecified addresses
-    /// (`0.0.0.0`, `::`, which Sendmail sends as `{daemon_addr}` when it listens on all
-    /// addresses) never are.
+    /// Whether `ip` is in one of this server's own networks (`verdict::is_own` keeps the
+    /// unspecified addresses out).
     pub fn is_own_address(&self, ip: IpAddr) -> bool {
-        !ip.is_unspecified() && self.own_networks.contains(ip)
+        self.own_networks.contains(ip)
+    }
+
+    /// Appended to every reply text when set.
+    pub fn reply_url(&self) -> Option<&str> {
+        self.reply_url.as_deref()
+    }
+
+    /// The secret the policy service appends to its tag header.
+    pub fn tag_key(&self) -> Option<&str> {
+        self.tag_key.as_deref()
+    }
+
+    /// The top-level `action` and `[rules]`.
+    pub fn actions(&self) -> &Actions {
+        &self.actions
+    }
+
+    pub fn domains(&self) -> &DomainActions {
+        &self.domains
+    }
+
+    pub fn whitelist(&self) -> &Whitelist {
+        &self.whitelist
+    }
+
+    pub fn recipient_delimiter(&self) -> &str {
+        &self.recipient_delimiter
+    }
+
+    pub fn exempt_role_accounts(&self) -> bool {
+        self.exempt_role_accounts
+    }
+
+    /// `own_addresses`, and the interface addresses once added (`add_own_addresses`).
+    pub fn own_networks(&self) -> &AddressSet {
+        &self.own_networks
+    }
+
+    pub fn own_names(&self) -> &HashSet<String> {
+        &self.own_names
+    }
+
+    pub fn trusted_networks(&self) -> &AddressSet {
+        &self.trusted_networks
+    }
+
+    pub fn skip_authenticated(&self) -> bool {
+        self.skip_authenticated
+    }
+
+    /// Adds the host's addresses (`Config::policy_with`).
+    pub(crate) fn add_own_addresses(&mut self, ips: &[IpAddr]) {
+        self.own_networks
+            .extend(ips.iter().map(|&ip| ipnet::IpNet::from(ip)));
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {

@@ -1,5 +1,5 @@
 //! What every front end (the milter, the policy service) shares: the policy in force
-//! (replaced on reload), the counters, and the sessions in progress (which a stop waits
+//! and this host's name (both replaced on reload), the counters, and the sessions in progress (which a stop waits
 //! for, and which the counters hold per front end).
 
 use crate::{
@@ -11,6 +11,8 @@ use std::sync::{Arc, RwLock};
 #[derive(Debug)]
 pub struct Shared {
     policy: RwLock<Arc<Policy>>,
+    /// `host::Host::name`: an own name for the policy service.
+    host_name: RwLock<Option<Arc<str>>>,
     pub stats: Stats,
 }
 
@@ -18,6 +20,7 @@ impl Shared {
     pub fn new(policy: Policy) -> Self {
         Self {
             policy: RwLock::new(Arc::new(policy)),
+            host_name: RwLock::new(None),
             stats: Stats::default(),
         }
     }
@@ -41,6 +44,17 @@ impl Shared {
 
     pub fn set_policy(&self, policy: Policy) {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    }
+
+    pub fn host_name(&self) -> Option<Arc<str>> {
+        self.host_name
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_host_name(&self, name: Option<String>) {
+        *self.host_name.write().unwrap_or_else(|e| e.into_inner()) = name.map(Arc::from);
     }
 }
 

@@ -1,5 +1,5 @@
 //! The decision: a pure function of the greeting, the connection, the recipient and the
-//! policy. No I/O here; the milter callbacks and `explain` both call `decide`.
+//! policy. No I/O here; `judgement` (for both front ends) and `explain` call `decide`.
 
 use crate::{
     helo::Helo,
@@ -17,8 +17,7 @@ pub struct Connection {
     /// The latest HELO/EHLO, if any came.
     pub helo: Option<Helo>,
     pub client: Option<IpAddr>,
-    /// The addresses the client reached, from `{daemon_addr}` and `{if_addr}`; never an
-    /// unspecified address (`add_local`).
+    /// The addresses the client reached, from `{daemon_addr}` and `{if_addr}`.
     pub local: Vec<IpAddr>,
     /// The MTA's own host name (`j`), in the form of `domain::normalize`.
     pub server_name: Option<String>,
@@ -26,11 +25,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Notes an address the client reached. `0.0.0.0` and `::` (Sendmail's
-    /// `{daemon_addr}` when it listens on every address) name no address of ours.
+    /// Notes an address the client reached.
     pub fn add_local(&mut self, ip: IpAddr) {
         let ip = ip.to_canonical();
-        if !ip.is_unspecified() && !self.local.contains(&ip) {
+        if !self.local.contains(&ip) {
             self.local.push(ip);
         }
     }
@@ -119,6 +117,17 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The action that made this verdict, where a rule matched and no exemption applied.
+    pub fn action(&self) -> Option<Action> {
+        match self {
+            Self::Pass | Self::Exempt(..) => None,
+            Self::Reject(_) => Some(Action::Reject),
+            Self::Tempfail(_) => Some(Action::Tempfail),
+            Self::Log(_) => Some(Action::Log),
+            Self::Tag(_) => Some(Action::Tag),
+        }
+    }
+
     pub fn rule(&self) -> Option<Rule> {
         match *self {
             Self::Pass => None,
@@ -137,7 +146,7 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
     };
     let exemption = if conn.client.is_some_and(|ip| policy.is_trusted(ip)) {
         Some(Exemption::Trusted)
-    } else if conn.authenticated && policy.skip_authenticated {
+    } else if conn.authenticated && policy.skip_authenticated() {
         Some(Exemption::Authenticated)
     } else if policy.is_role_account(rcpt) {
         Some(Exemption::RoleAccount)
@@ -160,20 +169,23 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
 
 fn match_rule(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Option<Rule> {
     match conn.helo.as_ref()? {
-        Helo::Ip(ip) => {
-            if (conn.local.contains(ip) || policy.is_own_address(*ip)) && !ip.is_unspecified() {
-                Some(Rule::OwnIp(*ip))
-            } else {
-                Some(Rule::Ip)
-            }
-        }
+        Helo::Ip(ip) if is_own(policy, conn, *ip) => Some(Rule::OwnIp(*ip)),
+        Helo::Ip(_) => Some(Rule::Ip),
         Helo::Name(name) => {
             let is_own = (!rcpt.domain.is_empty() && *name == rcpt.domain)
                 || conn.server_name.as_deref() == Some(name.as_str())
-                || policy.own_names.contains(name);
+                || policy.own_names().contains(name);
             is_own.then_some(Rule::RcptDomain)
         }
     }
+}
+
+/// Whether `ip` is one of this server's own addresses: one the client reached, or in an
+/// own network. `0.0.0.0` and `::` never are, whatever those say (Sendmail's
+/// `{daemon_addr}` when it listens on every address, an own network `0.0.0.0/0`): they
+/// name no host.
+pub fn is_own(policy: &Policy, conn: &Connection, ip: IpAddr) -> bool {
+    !ip.is_unspecified() && (conn.local.contains(&ip) || policy.is_own_address(ip))
 }
 
 /// An SMTP reply: code, enhanced status code and text.
@@ -199,14 +211,9 @@ impl Reply {
         Self { code, status, text }
     }
 
-    /// The reply this verdict sends, or for a dry run would send.
-    pub fn for_verdict(verdict: &Verdict, policy: &Policy) -> Option<Self> {
-        let url = policy.reply_url.as_deref();
-        match *verdict {
-            Verdict::Reject(rule) | Verdict::Log(rule) => Some(Self::new(rule, true, url)),
-            Verdict::Tempfail(rule) => Some(Self::new(rule, false, url)),
-            Verdict::Pass | Verdict::Exempt(..) | Verdict::Tag(_) => None,
-        }
+    /// Whether the refusal is permanent (`5xx`) rather than temporary (`4xx`).
+    pub fn is_permanent(&self) -> bool {
+        self.code.starts_with('5')
     }
 }
 
@@ -491,37 +498,6 @@ mod tests {
     }
 
     #[test]
-    fn replies_are_the_pages_texts() {
-        let p = policy();
-        let reply = |v| Reply::for_verdict(&v, &p).map(|r| r.to_string());
-        assert_eq!(
-            reply(Verdict::Reject(Rule::Ip)).unwrap(),
-            "550 5.7.1 bogus helo"
-        );
-        assert_eq!(
-            reply(Verdict::Reject(own("2001:db8::25"))).unwrap(),
-            "550 5.7.1 bogus helo 2001:db8::25"
-        );
-        assert_eq!(
-            reply(Verdict::Tempfail(Rule::RcptDomain)).unwrap(),
-            "450 4.7.1 bogus helo matches rcpt"
-        );
-        assert_eq!(
-            reply(Verdict::Log(Rule::Ip)).unwrap(),
-            "550 5.7.1 bogus helo"
-        );
-        assert_eq!(reply(Verdict::Pass), None);
-        assert_eq!(reply(Verdict::Exempt(Rule::Ip, Exemption::Off)), None);
-        let with_url = policy_with("reply_url = \"https://example.com/helo\"");
-        assert_eq!(
-            Reply::for_verdict(&Verdict::Reject(Rule::Ip), &with_url)
-                .unwrap()
-                .to_string(),
-            "550 5.7.1 bogus helo https://example.com/helo"
-        );
-    }
-
-    #[test]
     fn the_most_specific_setting_decides() {
         // domain + rule, then domain, then rule, then the top-level action.
         let p = Config::parse(
@@ -583,7 +559,6 @@ mod tests {
             judge(&p, &conn("example.com"), "u@example.com"),
             Verdict::Tag(Rule::RcptDomain)
         );
-        assert_eq!(Reply::for_verdict(&Verdict::Tag(Rule::Ip), &p), None);
         assert!(!policy().uses_tag());
     }
 

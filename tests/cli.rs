@@ -944,3 +944,47 @@ fn check_warns_when_the_policy_service_knows_no_own_name() {
         assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{config} on {host}");
     }
 }
+
+/// `own_interfaces = false` (or its environment variable) leaves the interface addresses
+/// out of the own addresses: 127.0.0.1, on every host's loopback interface, is then only
+/// an IP address; `-t` says which way it is.
+#[test]
+fn own_interfaces_false_leaves_the_interfaces_out() {
+    let args = [
+        "explain",
+        "--helo",
+        "[127.0.0.1]",
+        "--rcpt",
+        "u@example.com",
+        "--client",
+        "198.51.100.7",
+    ];
+    let on = run("", &args, &[]);
+    assert!(
+        on.stdout
+            .contains("reply:     550 5.7.1 bogus helo 127.0.0.1\n"),
+        "{}",
+        on.stdout
+    );
+    for (config, env) in [
+        ("own_interfaces = false\n", &[][..]),
+        ("", &[("BOGUS_HELO_MILTER_OWN_INTERFACES", "false")][..]),
+    ] {
+        let off = run(config, &args, env);
+        assert!(
+            off.stdout.contains("reply:     550 5.7.1 bogus helo\n"),
+            "{config:?} {env:?}: {}",
+            off.stdout
+        );
+        let check = run(config, &["-t"], env);
+        assert!(
+            check.stdout.contains("\nown_interfaces = false\n")
+                && check.stdout.contains("# none (own_interfaces = false)\n"),
+            "{}",
+            check.stdout
+        );
+    }
+    let bad = run("own_interfaces = \"no\"\n", &["-t"], &[]);
+    assert_eq!(bad.code, 2, "{}", bad.stdout);
+    assert!(bad.stderr.contains("own_interfaces"), "{}", bad.stderr);
+}

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     address_set::AddressSet,
     domain,
-    policy::{Action, Actions, DomainActions, Policy, RuleKind},
+    policy::{Action, Actions, DomainActions, Parts, Policy, RuleKind},
     socket::{Socket, UnixPermissions},
     whitelist::{Entry, Whitelist},
 };
@@ -43,6 +43,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         unix_permissions: UnixPermissions { mode, group: gid },
         socket_group,
         policy,
+        own_interfaces: s.own_interfaces,
         max_connections,
         idle_timeout,
         policy_idle_timeout,
@@ -161,7 +162,7 @@ impl Check<'_> {
             self.value("recipient_delimiter", &s.recipient_delimiter)?;
         let networks =
             |list: Vec<Network>| AddressSet::new(list.into_iter().map(|n| n.0).collect());
-        Ok(Policy {
+        Ok(Policy::from(Parts {
             actions,
             domains,
             whitelist: Whitelist::new(entries),
@@ -173,7 +174,7 @@ impl Check<'_> {
             skip_authenticated: s.skip_authenticated,
             reply_url,
             tag_key,
-        })
+        }))
     }
 
     /// A `[rules]` table: rule name → action, under the key `prefix`.

@@ -9,7 +9,6 @@ mod settings;
 mod values;
 
 use crate::{policy::Policy, socket::Socket, socket::UnixPermissions};
-use ipnet::IpNet;
 use log::LevelFilter;
 use std::{
     error::Error,
@@ -42,6 +41,8 @@ pub struct Config {
     /// The policy without the interface addresses, which are added at run time
     /// (`policy_with`) so that the check does not depend on the machine it runs on.
     policy: Policy,
+    /// Whether the host's interface addresses are own addresses (`host::Host::read`).
+    own_interfaces: bool,
     max_connections: usize,
     /// A milter connection on which the MTA sends nothing for this long is closed.
     idle_timeout: Duration,
@@ -82,6 +83,10 @@ impl Config {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    pub fn own_interfaces(&self) -> bool {
+        self.own_interfaces
     }
 
     pub fn max_connections(&self) -> usize {
@@ -219,9 +224,7 @@ impl Config {
     /// The policy as the milter applies it: the configured one plus this host's addresses.
     pub fn policy_with(&self, interfaces: &[IpAddr]) -> Policy {
         let mut policy = self.policy.clone();
-        policy
-            .own_networks
-            .extend(interfaces.iter().map(|&ip| IpNet::from(ip)));
+        policy.add_own_addresses(interfaces);
         policy
     }
 

@@ -56,31 +56,32 @@ fn policy_keys(out: &mut String, p: &Policy) {
     let _ = writeln!(
         out,
         "action = \"{}\"",
-        p.actions.any.unwrap_or(crate::policy::Action::Reject)
+        p.actions().any.unwrap_or(crate::policy::Action::Reject)
     );
-    let url = toml_string(p.reply_url.as_deref().unwrap_or(""));
+    let url = toml_string(p.reply_url().unwrap_or(""));
     let _ = writeln!(out, "reply_url = {url}");
-    let key = toml_string(p.tag_key.as_deref().unwrap_or(""));
+    let key = toml_string(p.tag_key().unwrap_or(""));
     let _ = writeln!(out, "tag_key = {key}");
-    let _ = writeln!(out, "own_addresses = {}", list(p.own_networks.networks()));
-    let _ = writeln!(out, "own_names = {}", list(sorted(&p.own_names)));
+    let _ = writeln!(out, "own_addresses = {}", list(p.own_networks().networks()));
+    let _ = writeln!(out, "own_names = {}", list(sorted(p.own_names())));
     let _ = writeln!(
         out,
         "trusted_networks = {}",
-        list(p.trusted_networks.networks())
+        list(p.trusted_networks().networks())
     );
-    let _ = writeln!(out, "skip_authenticated = {}", p.skip_authenticated);
-    let _ = writeln!(out, "whitelist = {}", list(sorted(p.whitelist.entries())));
+    let _ = writeln!(out, "skip_authenticated = {}", p.skip_authenticated());
+    let _ = writeln!(out, "whitelist = {}", list(sorted(p.whitelist().entries())));
     let _ = writeln!(
         out,
         "recipient_delimiter = {}",
-        toml_string(&p.recipient_delimiter)
+        toml_string(p.recipient_delimiter())
     );
-    let _ = writeln!(out, "exempt_role_accounts = {}", p.exempt_role_accounts);
+    let _ = writeln!(out, "exempt_role_accounts = {}", p.exempt_role_accounts());
 }
 
 /// The limits, timeouts, statistics, logging and metrics.
 fn run_time_keys(out: &mut String, config: &Config) {
+    let _ = writeln!(out, "own_interfaces = {}", config.own_interfaces);
     let _ = writeln!(out, "max_connections = {}", config.max_connections);
     let idle = humantime::format_duration(config.idle_timeout);
     let _ = writeln!(out, "idle_timeout = \"{idle}\"");
@@ -103,8 +104,8 @@ fn run_time_keys(out: &mut String, config: &Config) {
 
 /// The `[rules]` and `[domains]` tables; returns the domain entries, sorted.
 fn tables(out: &mut String, p: &Policy) -> Vec<(String, Actions)> {
-    rule_table(out, "rules", &p.actions.per_rule);
-    let mut domains: Vec<_> = p.domains.entries().collect();
+    rule_table(out, "rules", &p.actions().per_rule);
+    let mut domains: Vec<_> = p.domains().entries().collect();
     domains.sort_by(|a, b| a.0.cmp(&b.0));
     for (domain, actions) in &domains {
         let domain = toml_string(domain);

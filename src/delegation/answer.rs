@@ -1,29 +1,19 @@
-//! Answering a complete request: the decision on the facts its attributes give, the log
-//! line, and the `action=...` answer Postfix reads.
+//! Answering a complete request: the facts its attributes give, judged (`judgement`), and
+//! the outcome as the `action=...` answer Postfix reads.
 
 use super::{request::Request, Service};
 use crate::{
     helo::{parse_macro_ip, Helo},
-    logging::quote,
-    policy::Policy,
+    judgement::{Facts, Outcome},
     recipient::Recipient,
     stats::FrontEnd,
-    verdict::{decide, Connection, Reply, TagHeader, Verdict},
+    verdict::{Connection, TagHeader},
 };
-use log::{debug, info};
 use std::borrow::Cow;
 
 /// The answer to everything this service has no opinion on: Postfix goes on with the
 /// next restriction.
 const DUNNO: &[u8] = b"action=DUNNO\n\n";
-
-/// What a request is answered, besides the log line.
-enum Answer {
-    Dunno,
-    Refuse(Reply),
-    /// `PREPEND` the tag header with this value, once per message.
-    Tag(String),
-}
 
 impl Service {
     /// The answer to a complete request: a decision at RCPT, `DUNNO` to anything else.
@@ -36,15 +26,25 @@ impl Service {
         let policy = self.shared.policy();
         let conn = self.connection_facts(request);
         let rcpt = Recipient::parse(&request.recipient);
-        let verdict = decide(&policy, &conn, &rcpt);
-        self.shared.stats.count(FrontEnd::Policy, &verdict);
-        match self.act(&policy, &conn, request, &rcpt, &verdict) {
-            Answer::Dunno => Cow::Borrowed(DUNNO),
-            Answer::Refuse(reply) => Cow::Owned(format!("action={reply}\n\n").into_bytes()),
-            // One header per message, as the milter adds it: the rule is the HELO's, the
-            // same for every recipient it matches.
-            Answer::Tag(_) if !self.tagged.first(&request.instance) => Cow::Borrowed(DUNNO),
-            Answer::Tag(value) => {
+        let facts = Facts {
+            policy: &policy,
+            conn: &conn,
+            rcpt: &rcpt,
+            via: FrontEnd::Policy,
+            helo_text: &request.helo_name,
+            queue_id: Some(&request.queue_id),
+            can_tag: true,
+        };
+        match facts.judge(&self.shared.stats).outcome {
+            Outcome::Accept | Outcome::DryRun(_) => Cow::Borrowed(DUNNO),
+            Outcome::Refuse(reply) => Cow::Owned(format!("action={reply}\n\n").into_bytes()),
+            // One header per message, as the milter adds it.
+            Outcome::Tag(_) if !self.tagged.first(&request.instance) => Cow::Borrowed(DUNNO),
+            Outcome::Tag(value) => {
+                let value = match policy.tag_key() {
+                    Some(key) => with_key(value, key),
+                    None => value,
+                };
                 Cow::Owned(format!("action=PREPEND {}: {value}\n\n", TagHeader::NAME).into_bytes())
             }
         }
@@ -57,82 +57,13 @@ impl Service {
             helo: (!request.helo_name.is_empty()).then(|| Helo::parse(&request.helo_name)),
             client: parse_macro_ip(&request.client_address).map(|ip| ip.to_canonical()),
             local: Vec::new(),
-            server_name: self.host_name.clone(),
+            server_name: self.shared.host_name().map(|name| name.to_string()),
             authenticated: !request.sasl_username.is_empty(),
         };
         if let Some(ip) = parse_macro_ip(&request.server_address) {
             conn.add_local(ip);
         }
         conn
-    }
-
-    /// Logs the verdict as the milter does (`via=policy`); what to answer.
-    fn act(
-        &self,
-        policy: &Policy,
-        conn: &Connection,
-        request: &Request,
-        rcpt: &Recipient<'_>,
-        verdict: &Verdict,
-    ) -> Answer {
-        let describe = || {
-            let client = conn
-                .client
-                .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-            let queue_id = match request.queue_id.as_str() {
-                "" => String::new(),
-                id => format!(" queue_id={}", quote(id)),
-            };
-            format!(
-                "rule={} client={client} helo={} rcpt={}{queue_id}",
-                verdict.rule().map_or("none", |r| r.name()),
-                quote(&request.helo_name),
-                quote(rcpt.address),
-            )
-        };
-        let action = match *verdict {
-            Verdict::Pass => return Answer::Dunno,
-            Verdict::Exempt(_, exemption) => {
-                debug!(
-                    "action=accept exempt={} {} via=policy",
-                    exemption.name(),
-                    describe()
-                );
-                return Answer::Dunno;
-            }
-            Verdict::Tag(rule) => {
-                let value = TagHeader::value(rule, &request.helo_name, conn.client);
-                info!(
-                    "action=tag {} header={} via=policy",
-                    describe(),
-                    quote(&format!("{}: {value}", TagHeader::NAME))
-                );
-                return Answer::Tag(match &policy.tag_key {
-                    Some(key) => with_key(value, key),
-                    None => value,
-                });
-            }
-            Verdict::Log(_) => "log",
-            Verdict::Reject(_) => "reject",
-            Verdict::Tempfail(_) => "tempfail",
-        };
-        let Some(reply) = Reply::for_verdict(verdict, policy) else {
-            return Answer::Dunno;
-        };
-        if matches!(verdict, Verdict::Log(_)) {
-            info!(
-                "action={action} {} would_reply={} via=policy",
-                describe(),
-                quote(&reply.to_string())
-            );
-            return Answer::Dunno;
-        }
-        info!(
-            "action={action} {} reply={} via=policy",
-            describe(),
-            quote(&reply.to_string())
-        );
-        Answer::Refuse(reply)
     }
 }
 

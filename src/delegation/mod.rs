@@ -11,7 +11,8 @@
 //! The decision is `verdict::decide`, the counters `Shared::stats`, the log lines those of
 //! the milter with `via=policy`. What the milter learns from macros comes from the
 //! request's attributes here, except the MTA's own host name (`myhostname`), which no
-//! attribute carries: own names are `own_names` and this host's name (`host_name`).
+//! attribute carries: own names are `own_names` and this host's name (`Shared::host_name`,
+//! from `host::Host`).
 
 mod answer;
 mod connection;
@@ -22,7 +23,7 @@ mod tagged;
 pub use request::{MAX_ATTRIBUTES, MAX_LINE};
 
 use crate::{
-    domain,
+    host,
     policy::Policy,
     shared::{LiveSession, Shared},
     socket::{Listener, Origin, StoppableListener},
@@ -57,9 +58,6 @@ pub struct Limits {
 /// What the service knows besides the policy in force.
 struct Service {
     shared: Arc<Shared>,
-    /// This host's name in the form of `domain::normalize`, when it is fully qualified:
-    /// stands in for Postfix's `myhostname`, which no policy attribute carries.
-    host_name: Option<String>,
     limits: Limits,
     /// The "not at RCPT" and "not smtpd_access_policy" warnings, each logged at most
     /// once per `misplaced::WARNING_INTERVAL`.
@@ -70,10 +68,9 @@ struct Service {
 }
 
 impl Service {
-    fn new(shared: Arc<Shared>, host_name: Option<String>, limits: Limits) -> Self {
+    fn new(shared: Arc<Shared>, limits: Limits) -> Self {
         Self {
             shared,
-            host_name,
             limits,
             warned_state: Reminder::default(),
             warned_request: Reminder::default(),
@@ -93,7 +90,9 @@ pub fn answers(policy: Policy, host_name: Option<String>, input: &[u8]) -> Vec<V
         max_connections: 1,
         idle_timeout: Duration::from_secs(300),
     };
-    let service = Service::new(Arc::new(Shared::new(policy)), host_name, limits);
+    let shared = Shared::new(policy);
+    shared.set_host_name(host_name);
+    let service = Service::new(Arc::new(shared), limits);
     let mut reader = input;
     let mut line = Vec::new();
     let mut request = request::Request::default();
@@ -109,24 +108,16 @@ pub fn answers(policy: Policy, host_name: Option<String>, input: &[u8]) -> Vec<V
     }
 }
 
-/// This host's name, for the rcpt-domain rule: what Postfix's `myhostname` is by
-/// default. A name without a dot is not used: a single-label HELO matches no rule.
-pub fn host_name() -> Option<String> {
-    let name = nix::unistd::gethostname().ok()?;
-    let name = domain::normalize(name.to_str()?).into_owned();
-    name.contains('.').then_some(name)
-}
-
 /// The warning that the policy path knows fewer own names than the milter, which also
 /// learns Postfix's `myhostname` (`j`) from the MTA: the policy service is on, this
-/// host's name is not fully qualified (`host_name` gives none) and `own_names` is empty,
+/// host's name is not fully qualified (`host::qualified` gives none) and `own_names` is empty,
 /// so it knows none. Listing `myhostname` in `own_names` makes the two paths equal.
 /// `host` is the name as the system gives it, for the message.
 pub fn host_name_warning(config: &crate::config::Config, host: &str) -> Option<String> {
-    if config.policy_socket().is_none() || !config.policy().own_names.is_empty() {
+    if config.policy_socket().is_none() || !config.policy().own_names().is_empty() {
         return None;
     }
-    if host_name().is_some() {
+    if host::qualified(host).is_some() {
         return None;
     }
     Some(format!(
@@ -143,10 +134,9 @@ pub async fn serve(
     origin: Origin,
     shared: Arc<Shared>,
     limits: Limits,
-    host_name: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let service = Arc::new(Service::new(shared, host_name, limits));
+    let service = Arc::new(Service::new(shared, limits));
     let (mut listener, stop_handle) = StoppableListener::new(listener, origin);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     service

@@ -10,8 +10,11 @@ use crate::common::{
 use std::{fmt::Write as _, future::Future, net::SocketAddr, time::Duration};
 
 /// Every test config starts with this: the tests connect from loopback, which the
-/// default `trusted_networks` would exempt.
-pub const CONFIG_HEAD: &str = "trusted_networks = []\n";
+/// default `trusted_networks` would exempt; and no interface address is an own address,
+/// so that an own-ip case passes only where the milter read the MTA's `{daemon_addr}` /
+/// `{if_addr}` (the policy service its `server_address`): the interfaces hold 127.0.0.1
+/// and ::1, to which the tests connect.
+pub const CONFIG_HEAD: &str = "trusted_networks = []\nown_interfaces = false\n";
 
 pub struct Bed {
     // Dropped in this order: the MTA first, then the milter.
@@ -26,7 +29,8 @@ impl Bed {
         Self::start_exact(kind, &format!("{CONFIG_HEAD}{config}"))
     }
 
-    /// Starts the milter with exactly `config`, which must set `trusted_networks` itself.
+    /// Starts the milter with exactly `config`, which must set `trusted_networks` and
+    /// `own_interfaces` itself.
     pub fn start_exact(kind: Kind, config: &str) -> Self {
         Self::start_with_main_cf(kind, config, "")
     }

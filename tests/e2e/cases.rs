@@ -353,6 +353,7 @@ pub fn administrator_probes(kind: Kind) {
     let mut bed = Bed::start_exact(
         kind,
         r#"trusted_networks = ["::/0"]
+own_interfaces = false
 own_addresses = ["192.0.2.25"]
 whitelist = ["@whole.example", "private@example.com"]
 [domains."bücher.example"]

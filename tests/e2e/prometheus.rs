@@ -38,7 +38,7 @@ const TEMPFAILED: usize = 1;
 const GOOD_HELO: usize = 2;
 const SESSIONS: usize = REJECTED + WHITELISTED + TEMPFAILED + GOOD_HELO;
 
-/// The milter's configuration (after the test's socket lines and `trusted_networks = []`).
+/// The milter's configuration (after the test's socket lines and `bed::CONFIG_HEAD`).
 fn config(metrics: SocketAddr) -> String {
     format!(
         r#"metrics_listen = "{metrics}"

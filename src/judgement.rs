@@ -1,0 +1,228 @@
+//! The one judge of both front ends: from the facts a front end gathered, the verdict
+//! (`verdict::decide`), its count, its one log line (`via=milter` or `via=policy`), and
+//! what to do with the recipient in no front end's terms (`Outcome`). The milter and the
+//! policy service only gather the facts and translate the outcome into their protocols.
+
+use crate::{
+    logging::quote,
+    policy::{Action, Policy},
+    recipient::Recipient,
+    stats::{FrontEnd, Stats},
+    verdict::{decide, Connection, Reply, Rule, TagHeader, Verdict},
+};
+use log::{debug, error, info};
+use std::net::IpAddr;
+
+/// What a front end knows when a recipient is to be judged.
+pub struct Facts<'a> {
+    pub policy: &'a Policy,
+    pub conn: &'a Connection,
+    pub rcpt: &'a Recipient<'a>,
+    pub via: FrontEnd,
+    /// The HELO as the peer sent it, for the log and the tag header.
+    pub helo_text: &'a str,
+    /// The MTA's queue ID, when it gave one.
+    pub queue_id: Option<&'a str>,
+    /// Whether this session can add the tag header: where it cannot, `tag` acts as `log`.
+    pub can_tag: bool,
+}
+
+/// What to do with a recipient.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Outcome {
+    /// Accept: no rule matched, or one did and the recipient is exempt.
+    Accept,
+    /// Refuse with this reply.
+    Refuse(Reply),
+    /// Accept: a dry run (`log`, or `tag` where the session cannot tag), whose log line
+    /// says what would have been done.
+    DryRun(Would),
+    /// Accept, and add the tag header with this value: once per message, since the rule
+    /// is the HELO's, the same for every recipient it matches.
+    Tag(String),
+}
+
+/// What a dry run would have done.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Would {
+    Reply(Reply),
+    /// Add the tag header with this value.
+    Tag(String),
+}
+
+/// The outcome of `verdict`, without counting or logging it (for `explain`): the reply
+/// texts come from `policy`, the tag header's value from the peer's HELO text and the
+/// client's address.
+pub fn outcome(
+    verdict: Verdict,
+    policy: &Policy,
+    helo_text: &str,
+    client: Option<IpAddr>,
+    can_tag: bool,
+) -> Outcome {
+    let refusal = |rule, permanent| Reply::new(rule, permanent, policy.reply_url());
+    match verdict {
+        Verdict::Pass | Verdict::Exempt(..) => Outcome::Accept,
+        Verdict::Reject(rule) => Outcome::Refuse(refusal(rule, true)),
+        Verdict::Tempfail(rule) => Outcome::Refuse(refusal(rule, false)),
+        Verdict::Log(rule) => Outcome::DryRun(Would::Reply(refusal(rule, true))),
+        Verdict::Tag(rule) => {
+            let value = TagHeader::value(rule, helo_text, client);
+            match can_tag {
+                true => Outcome::Tag(value),
+                false => Outcome::DryRun(Would::Tag(value)),
+            }
+        }
+    }
+}
+
+/// A recipient judged: what to do, and the rule that matched, for a later log line.
+pub struct Judgement {
+    pub outcome: Outcome,
+    rule: Option<Rule>,
+}
+
+impl Facts<'_> {
+    /// Decides, counts the verdict in `stats` and logs it; what to do.
+    pub fn judge(&self, stats: &Stats) -> Judgement {
+        let verdict = decide(self.policy, self.conn, self.rcpt);
+        let outcome = outcome(
+            verdict,
+            self.policy,
+            self.helo_text,
+            self.conn.client,
+            self.can_tag,
+        );
+        // A tag that cannot be applied is counted and logged as what was done: a log.
+        let verdict = match (verdict, &outcome) {
+            (Verdict::Tag(rule), Outcome::DryRun(_)) => Verdict::Log(rule),
+            _ => verdict,
+        };
+        stats.count(self.via, &verdict);
+        self.log(verdict, &outcome);
+        Judgement {
+            outcome,
+            rule: verdict.rule(),
+        }
+    }
+
+    /// Logs that the refusal of `judgement` could not be sent and the recipient was
+    /// accepted instead.
+    pub fn not_sent(&self, judgement: &Judgement, error: &str) {
+        error!(
+            "action=accept {} error={error:?} via={}",
+            self.describe(judgement.rule),
+            self.via.name()
+        );
+    }
+
+    fn log(&self, verdict: Verdict, outcome: &Outcome) {
+        let via = self.via.name();
+        let describe = || self.describe(verdict.rule());
+        let action = verdict.action().map_or("", Action::name);
+        match (verdict, outcome) {
+            (Verdict::Exempt(_, exemption), _) => debug!(
+                "action=accept exempt={} {} via={via}",
+                exemption.name(),
+                describe()
+            ),
+            (_, Outcome::Accept) => {}
+            (_, Outcome::Refuse(reply)) => info!(
+                "action={action} {} reply={} via={via}",
+                describe(),
+                quote(&reply.to_string())
+            ),
+            (_, Outcome::DryRun(Would::Reply(reply))) => info!(
+                "action={action} {} would_reply={} via={via}",
+                describe(),
+                quote(&reply.to_string())
+            ),
+            (_, Outcome::DryRun(Would::Tag(value))) => info!(
+                "action={action} {} would_tag={} reason=\"the MTA does not offer header changes\" via={via}",
+                describe(),
+                quote(&format!("{}: {value}", TagHeader::NAME))
+            ),
+            (_, Outcome::Tag(value)) => info!(
+                "action={action} {} header={} via={via}",
+                describe(),
+                quote(&format!("{}: {value}", TagHeader::NAME))
+            ),
+        }
+    }
+
+    /// The facts of a log line: `rule=ip client=198.51.100.7 helo="[192.0.2.9]"
+    /// rcpt="user@example.com" queue_id="4Bx..."`.
+    fn describe(&self, rule: Option<Rule>) -> String {
+        let client = self
+            .conn
+            .client
+            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        let queue_id = match self.queue_id {
+            None | Some("") => String::new(),
+            Some(id) => format!(" queue_id={}", quote(id)),
+        };
+        format!(
+            "rule={} client={client} helo={} rcpt={}{queue_id}",
+            rule.map_or("none", |r| r.name()),
+            quote(self.helo_text),
+            quote(self.rcpt.address),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, verdict::Exemption};
+
+    fn policy(extra: &str) -> Policy {
+        Config::parse(extra, "test").unwrap().policy().clone()
+    }
+
+    #[test]
+    fn replies_are_the_pages_texts() {
+        let p = policy("");
+        let client = Some("198.51.100.7".parse().unwrap());
+        let of = |v| outcome(v, &p, "[192.0.2.25]", client, true);
+        let reply = |code, status, text: &str| Reply {
+            code,
+            status,
+            text: text.into(),
+        };
+        assert_eq!(
+            of(Verdict::Reject(Rule::Ip)),
+            Outcome::Refuse(reply("550", "5.7.1", "bogus helo"))
+        );
+        assert_eq!(
+            of(Verdict::Reject(Rule::OwnIp(
+                "2001:db8::25".parse().unwrap()
+            ))),
+            Outcome::Refuse(reply("550", "5.7.1", "bogus helo 2001:db8::25"))
+        );
+        assert_eq!(
+            of(Verdict::Tempfail(Rule::RcptDomain)),
+            Outcome::Refuse(reply("450", "4.7.1", "bogus helo matches rcpt"))
+        );
+        // A dry run says what it would have replied; only it, not the front end, knows.
+        assert_eq!(
+            of(Verdict::Log(Rule::Ip)),
+            Outcome::DryRun(Would::Reply(reply("550", "5.7.1", "bogus helo")))
+        );
+        assert_eq!(of(Verdict::Pass), Outcome::Accept);
+        assert_eq!(
+            of(Verdict::Exempt(Rule::Ip, Exemption::Off)),
+            Outcome::Accept
+        );
+        let tag = "rule=ip helo=\"[192.0.2.25]\" client=198.51.100.7";
+        assert_eq!(of(Verdict::Tag(Rule::Ip)), Outcome::Tag(tag.into()));
+        assert_eq!(
+            outcome(Verdict::Tag(Rule::Ip), &p, "[192.0.2.25]", client, false),
+            Outcome::DryRun(Would::Tag(tag.into()))
+        );
+        let with_url = policy("reply_url = \"https://example.com/helo\"");
+        assert_eq!(
+            outcome(Verdict::Reject(Rule::Ip), &with_url, "x", None, true),
+            Outcome::Refuse(reply("550", "5.7.1", "bogus helo https://example.com/helo"))
+        );
+    }
+}
