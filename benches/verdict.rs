@@ -49,7 +49,7 @@ fn connection(helo: &str) -> Connection {
 
 fn bench(c: &mut Criterion) {
     let config = Config::parse(&large_config(), "bench").expect("valid config");
-    let policy = config.policy_with(&["192.0.2.25".parse().unwrap()]);
+    let ruleset = config.ruleset_with(&["192.0.2.25".parse().unwrap()]);
     let cases = [
         ("good helo", "mail.example.net", "<user@example7.com>"),
         ("ip helo", "[192.0.2.9]", "<user@example8.com>"),
@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 decide(
-                    black_box(&policy),
+                    black_box(&ruleset),
                     black_box(&conn),
                     &Recipient::parse(black_box(rcpt)),
                 )

@@ -14,8 +14,8 @@ use bogus_helo_milter::{
     delegation, domain,
     helo::{parse_macro_ip, Helo},
     judgement::{self, Outcome, Would},
-    policy::Policy,
     recipient::{base_local, Recipient},
+    ruleset::RuleSet,
     verdict::{decide, Connection, Exemption, Rule, Verdict},
     whitelist::Entry,
 };
@@ -90,7 +90,7 @@ pub fn config(data: &[u8]) {
             assert_eq!(again.to_toml(), printed);
             // Printing is only right if the printed file decides as the original: compared
             // on probes, not through the printer itself.
-            let (original, printed_policy) = (config.policy_with(&[]), again.policy_with(&[]));
+            let (original, printed_policy) = (config.ruleset_with(&[]), again.ruleset_with(&[]));
             for probe in probes() {
                 let rcpt = Recipient::parse(probe.rcpt);
                 assert_eq!(
@@ -187,13 +187,13 @@ action = "tag"
 rules = { ip = "tag", rcpt-domain = "tag" }
 "#;
 
-fn fuzz_policy() -> Policy {
-    static POLICY: OnceLock<Policy> = OnceLock::new();
+fn policy_target_ruleset() -> RuleSet {
+    static POLICY: OnceLock<RuleSet> = OnceLock::new();
     POLICY
         .get_or_init(|| {
             Config::parse(POLICY_CONF, "policy.conf")
                 .unwrap_or_else(|e| panic!("{e}"))
-                .policy_with(&[])
+                .ruleset_with(&[])
         })
         .clone()
 }
@@ -238,7 +238,7 @@ pub fn policy(data: &[u8]) -> Vec<Vec<u8>> {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Trace);
     }
-    let answers = delegation::answers(fuzz_policy(), Some("mx.example.net".into()), data);
+    let answers = delegation::answers(policy_target_ruleset(), Some("mx.example.net".into()), data);
     let newlines = data.iter().filter(|&&b| b == b'\n').count();
     assert!(
         answers.len() <= newlines / 2,
@@ -1243,7 +1243,7 @@ pub fn decision(input: &DecisionInput) {
     }
     let config = parsed.unwrap_or_else(|e| panic!("{e}\n{}", s.conf));
     let interfaces: Vec<IpAddr> = s.interfaces.iter().map(|&a| address(a as u8)).collect();
-    let policy = config.policy_with(&interfaces);
+    let ruleset = config.ruleset_with(&interfaces);
 
     // As the milter's callbacks build it, but with the client as the socket gave it: the
     // decision must read an IPv4-mapped client as IPv4 by itself (the front ends'
@@ -1261,11 +1261,11 @@ pub fn decision(input: &DecisionInput) {
     conn.helo = s.helo_text.as_deref().map(Helo::parse);
     let rcpt = Recipient::parse(&s.rcpt_text);
 
-    let verdict = decide(&policy, &conn, &rcpt);
+    let verdict = decide(&ruleset, &conn, &rcpt);
     let expected = s.expected();
     assert_eq!(verdict, expected, "{s:#?}\nconn: {conn:?}\nrcpt: {rcpt:?}");
 
-    let reply = match judgement::outcome(verdict, &policy, "", None, true) {
+    let reply = match judgement::outcome(verdict, &ruleset, "", None, true) {
         Outcome::Refuse(reply) | Outcome::DryRun(Would::Reply(reply)) => Some(reply.to_string()),
         Outcome::Accept | Outcome::Tag(_) | Outcome::DryRun(Would::Tag(_)) => None,
     };

@@ -5,8 +5,8 @@ use crate::{
     domain,
     helo::Helo,
     judgement::{outcome, Outcome, Would},
-    policy::Policy,
     recipient::Recipient,
+    ruleset::RuleSet,
     verdict::{decide, is_own, Connection, Exemption, Rule, TagHeader, Verdict},
 };
 use std::{fmt::Write, net::IpAddr};
@@ -34,7 +34,7 @@ pub struct Question {
     pub auth: Option<String>,
 }
 
-pub fn explain(policy: &Policy, q: &Question) -> String {
+pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
     let conn = Connection {
         helo: Some(Helo::parse(&q.helo)),
         client: q.client.map(|ip| ip.to_canonical()),
@@ -50,7 +50,7 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         conn.add_local(ip);
     }
     let rcpt = Recipient::parse(&q.rcpt);
-    let verdict = decide(policy, &conn, &rcpt);
+    let verdict = decide(ruleset, &conn, &rcpt);
 
     let mut out = String::new();
     let helo_kind = match &conn.helo {
@@ -64,11 +64,11 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         rcpt.address, rcpt.domain
     );
     let mut own: Vec<String> = (conn.local.iter())
-        .filter(|&&ip| is_own(policy, &conn, ip))
+        .filter(|&&ip| is_own(ruleset, &conn, ip))
         .map(|ip| ip.to_string())
         .collect();
     own.extend(
-        policy
+        ruleset
             .own_networks()
             .networks()
             .iter()
@@ -91,7 +91,7 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
     };
     let _ = writeln!(out, "rule:      {rule}");
     if let Some(rule) = verdict.rule() {
-        let (action, setting) = policy.action_for(&rcpt.domain, rule.kind());
+        let (action, setting) = ruleset.action_for(&rcpt.domain, rule.kind());
         let _ = writeln!(out, "action:    {action} (from {setting})");
     }
     let decision = match verdict {
@@ -120,7 +120,7 @@ pub fn explain(policy: &Policy, q: &Question) -> String {
         ),
     };
     let _ = writeln!(out, "verdict:   {decision}");
-    match outcome(verdict, policy, &q.helo, conn.client, true) {
+    match outcome(verdict, ruleset, &q.helo, conn.client, true) {
         Outcome::Refuse(reply) | Outcome::DryRun(Would::Reply(reply)) => {
             let _ = writeln!(out, "reply:     {reply}");
         }

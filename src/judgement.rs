@@ -5,8 +5,8 @@
 
 use crate::{
     logging::quote,
-    policy::{Action, Policy},
     recipient::Recipient,
+    ruleset::{Action, RuleSet},
     stats::{FrontEnd, Stats},
     verdict::{decide, Connection, Reply, Rule, TagHeader, Verdict},
 };
@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 /// What a front end knows when a recipient is to be judged.
 pub struct Facts<'a> {
-    pub policy: &'a Policy,
+    pub ruleset: &'a RuleSet,
     pub conn: &'a Connection,
     pub rcpt: &'a Recipient<'a>,
     pub via: FrontEnd,
@@ -51,16 +51,16 @@ pub enum Would {
 }
 
 /// The outcome of `verdict`, without counting or logging it (for `explain`): the reply
-/// texts come from `policy`, the tag header's value from the peer's HELO text and the
+/// texts come from `ruleset`, the tag header's value from the peer's HELO text and the
 /// client's address.
 pub fn outcome(
     verdict: Verdict,
-    policy: &Policy,
+    ruleset: &RuleSet,
     helo_text: &str,
     client: Option<IpAddr>,
     can_tag: bool,
 ) -> Outcome {
-    let refusal = |rule, permanent| Reply::new(rule, permanent, policy.reply_url());
+    let refusal = |rule, permanent| Reply::new(rule, permanent, ruleset.reply_url());
     match verdict {
         Verdict::Pass | Verdict::Exempt(..) => Outcome::Accept,
         Verdict::Reject(rule) => Outcome::Refuse(refusal(rule, true)),
@@ -85,10 +85,10 @@ pub struct Judgement {
 impl Facts<'_> {
     /// Decides, counts the verdict in `stats` and logs it; what to do.
     pub fn judge(&self, stats: &Stats) -> Judgement {
-        let verdict = decide(self.policy, self.conn, self.rcpt);
+        let verdict = decide(self.ruleset, self.conn, self.rcpt);
         let outcome = outcome(
             verdict,
-            self.policy,
+            self.ruleset,
             self.helo_text,
             self.conn.client,
             self.can_tag,
@@ -175,13 +175,13 @@ mod tests {
     use super::*;
     use crate::{config::Config, verdict::Exemption};
 
-    fn policy(extra: &str) -> Policy {
-        Config::parse(extra, "test").unwrap().policy().clone()
+    fn ruleset(extra: &str) -> RuleSet {
+        Config::parse(extra, "test").unwrap().ruleset().clone()
     }
 
     #[test]
     fn replies_are_the_pages_texts() {
-        let p = policy("");
+        let p = ruleset("");
         let client = Some("198.51.100.7".parse().unwrap());
         let of = |v| outcome(v, &p, "[192.0.2.25]", client, true);
         let reply = |code, status, text: &str| Reply {
@@ -219,7 +219,7 @@ mod tests {
             outcome(Verdict::Tag(Rule::Ip), &p, "[192.0.2.25]", client, false),
             Outcome::DryRun(Would::Tag(tag.into()))
         );
-        let with_url = policy("reply_url = \"https://example.com/helo\"");
+        let with_url = ruleset("reply_url = \"https://example.com/helo\"");
         assert_eq!(
             outcome(Verdict::Reject(Rule::Ip), &with_url, "x", None, true),
             Outcome::Refuse(reply("550", "5.7.1", "bogus helo https://example.com/helo"))

@@ -1,6 +1,6 @@
 //! bogus-helo-milter: refuses mail, per recipient, from clients that greet with a bogus HELO.
 //!
-//! The decision lives in `verdict` (pure), the policy it consults in `policy`, built from
+//! The decision lives in `verdict` (pure), the rule set it consults in `ruleset`, built from
 //! `config`; `judgement` turns it into the log line, the counters and an outcome. Two
 //! front ends gather facts and translate outcomes into their protocols: `milter` (the
 //! milter callbacks) and `delegation` (the Postfix policy service); what they share is in
@@ -21,8 +21,8 @@ pub mod judgement;
 pub mod logging;
 pub mod metrics;
 mod milter;
-pub mod policy;
 pub mod recipient;
+pub mod ruleset;
 pub mod shared;
 pub mod socket;
 pub mod stats;
@@ -52,7 +52,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// descriptor store (`Origin`). And the metrics endpoint's, when `metrics_listen` is set.
 pub struct Listeners {
     pub milter: Option<(Listener, Origin)>,
-    pub policy: Option<(Listener, Origin)>,
+    pub policy_service: Option<(Listener, Origin)>,
     pub metrics: Option<tokio::net::TcpListener>,
 }
 
@@ -85,7 +85,7 @@ pub async fn run(
     shutdown: impl Future,
 ) -> io::Result<()> {
     let host = Host::read(sources.host.as_ref(), &config);
-    let shared = Arc::new(Shared::new(config.policy_with(&host.interfaces)));
+    let shared = Arc::new(Shared::new(config.ruleset_with(&host.interfaces)));
     shared.set_host_name(host.name.clone());
     shared.stats.config_loaded(false);
     let signals = signals(shared.clone(), config.clone(), config_path, sources)?;
@@ -100,17 +100,23 @@ pub async fn run(
     let origin = listeners
         .milter
         .as_ref()
-        .or(listeners.policy.as_ref())
+        .or(listeners.policy_service.as_ref())
         .map_or(Origin::Bound, |(_, origin)| *origin);
-    let (stop_policy, policy_stopped) = tokio::sync::watch::channel(false);
-    if let Some(policy) = listeners.policy {
+    let (stop_policy_service, policy_stopped) = tokio::sync::watch::channel(false);
+    if let Some(policy) = listeners.policy_service {
         let service = serve_policy(policy, shared.clone(), &config, policy_stopped);
         tasks.push(tokio::spawn(service));
     }
     if let Some(listener) = listeners.metrics {
         tasks.push(tokio::spawn(metrics::serve(listener, shared.clone())));
     }
-    let (milter, drain) = stopping(listeners.milter, shutdown, stop_policy, &shared, origin);
+    let (milter, drain) = stopping(
+        listeners.milter,
+        shutdown,
+        stop_policy_service,
+        &shared,
+        origin,
+    );
     log_start(&config, &host);
     let result = match milter {
         Some(listener) => serve_milter(listener, &shared, &config, drain).await,
@@ -134,7 +140,7 @@ pub async fn run(
 fn stopping(
     milter: Option<(Listener, Origin)>,
     shutdown: impl Future,
-    stop_policy: tokio::sync::watch::Sender<bool>,
+    stop_policy_service: tokio::sync::watch::Sender<bool>,
     shared: &Arc<Shared>,
     origin: Origin,
 ) -> (Option<StoppableListener>, impl Future<Output = ()>) {
@@ -151,7 +157,7 @@ fn stopping(
         if let Some(handle) = stop_milter {
             handle.stop();
         }
-        let _ = stop_policy.send(true);
+        let _ = stop_policy_service.send(true);
         drain_sessions(&shared, origin).await;
     };
     (milter, drain)
@@ -283,7 +289,7 @@ fn reload(
     match Config::load(path) {
         Ok(new) => {
             let host = Host::read(sources.host.as_ref(), &new);
-            shared.set_policy(new.policy_with(&host.interfaces));
+            shared.set_ruleset(new.ruleset_with(&host.interfaces));
             shared.set_host_name(host.name);
             shared.stats.config_loaded(true);
             logging::set_level(new.log_level());

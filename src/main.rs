@@ -85,8 +85,8 @@ fn main() -> ExitCode {
 
     match cli.command {
         Some(Command::Explain(question)) => {
-            let policy = config.policy_with(&Host::read(&System, &config).interfaces);
-            output(&explain(&policy, &question));
+            let ruleset = config.ruleset_with(&Host::read(&System, &config).interfaces);
+            output(&explain(&ruleset, &question));
             return ExitCode::SUCCESS;
         }
         Some(Command::Reload { .. }) | None => {}
@@ -240,7 +240,7 @@ async fn run(
             files.extend(bound.unix_file);
             (bound.listener, origin)
         }),
-        policy: policy.map(|(bound, origin)| {
+        policy_service: policy.map(|(bound, origin)| {
             files.extend(bound.unix_file);
             (bound.listener, origin)
         }),

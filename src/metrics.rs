@@ -8,7 +8,7 @@
 //! for the whole connection. A scrape is a few dozen atomic loads and a string.
 
 use crate::{
-    policy::RuleKind,
+    ruleset::RuleKind,
     shared::Shared,
     stats::{FrontEnd, Key, Outcome, SessionError, Stats, RCPT_ANSWER_BUCKETS},
     verdict::Exemption,
@@ -416,7 +416,7 @@ mod tests {
     #[test]
     fn every_series_from_the_start_and_values_from_stats() {
         let config = Config::parse("", "test").unwrap();
-        let shared = Arc::new(Shared::new(config.policy().clone()));
+        let shared = Arc::new(Shared::new(config.ruleset().clone()));
         let text = scrape(shared.clone());
         // 2 front ends x 4 actions x 3 rules; 2 x 5 exemptions; 2 x 4 session errors.
         let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
@@ -439,7 +439,7 @@ mod tests {
 
         shared
             .stats
-            .count(FrontEnd::Policy, &Verdict::Tempfail(Rule::Ip));
+            .count(FrontEnd::PolicyService, &Verdict::Tempfail(Rule::Ip));
         shared
             .stats
             .answer_took(FrontEnd::Milter, Duration::from_micros(30));

@@ -6,8 +6,8 @@ use crate::{
     helo::{parse_macro_ip, Helo},
     judgement::{Facts, Outcome},
     logging::quote,
-    policy::Policy,
     recipient::Recipient,
+    ruleset::RuleSet,
     shared::{LiveSession, Shared},
     stats::{FrontEnd, SessionError},
     verdict::{Connection, TagHeader},
@@ -26,7 +26,7 @@ use std::{
 /// One SMTP session, as seen through one milter connection.
 pub(crate) struct Session {
     /// Taken at the start: a reload applies from the next connection on.
-    policy: Arc<Policy>,
+    ruleset: Arc<RuleSet>,
     conn: Connection,
     /// The HELO as the peer sent it, for the log.
     helo_text: String,
@@ -115,18 +115,18 @@ async fn negotiate(
             cx.requested_macros.insert(stage, names);
         }
     }
-    let policy = shared.policy();
+    let ruleset = shared.ruleset();
     // Message changes are asked for only where some setting tags (indymilter's default
     // asks for everything the MTA offers): adding our header, and removing the ones a
     // sender forged, which needs the headers.
     let wanted = MtaActions::ADD_HEADER | MtaActions::CHANGE_HEADER;
-    let header_changes = policy.uses_tag() && mta_actions.contains(wanted);
+    let header_changes = ruleset.uses_tag() && mta_actions.contains(wanted);
     if header_changes {
         cx.requested_actions = wanted;
     } else {
         cx.requested_actions = MtaActions::empty();
         cx.requested_opts |= ProtoOpts::NO_HEADER;
-        if policy.uses_tag() {
+        if ruleset.uses_tag() {
             // Refusing the session instead would send all mail to the MTA's default
             // action: tag acts as log here, and says so once.
             shared.stats.tag_unavailable(FrontEnd::Milter);
@@ -139,7 +139,7 @@ async fn negotiate(
     // Ask only for what is offered: an option the MTA lacks fails the negotiation.
     cx.requested_opts &= mta_opts;
     cx.data = Some(Session {
-        policy,
+        ruleset,
         conn: Connection::default(),
         helo_text: String::new(),
         no_reply: cx.requested_opts & no_reply,
@@ -235,7 +235,7 @@ fn answer_rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: &Shared) -
     let rcpt = Recipient::parse(&arg);
     let queue_id = macro_str(&cx.macros, c"i");
     let facts = Facts {
-        policy: &session.policy,
+        ruleset: &session.ruleset,
         conn: &session.conn,
         rcpt: &rcpt,
         via: FrontEnd::Milter,

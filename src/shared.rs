@@ -3,23 +3,23 @@
 //! for, and which the counters hold per front end).
 
 use crate::{
-    policy::Policy,
+    ruleset::RuleSet,
     stats::{FrontEnd, Stats},
 };
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug)]
 pub struct Shared {
-    policy: RwLock<Arc<Policy>>,
+    ruleset: RwLock<Arc<RuleSet>>,
     /// `host::Host::name`: an own name for the policy service.
     host_name: RwLock<Option<Arc<str>>>,
     pub stats: Stats,
 }
 
 impl Shared {
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(ruleset: RuleSet) -> Self {
         Self {
-            policy: RwLock::new(Arc::new(policy)),
+            ruleset: RwLock::new(Arc::new(ruleset)),
             host_name: RwLock::new(None),
             stats: Stats::default(),
         }
@@ -34,16 +34,16 @@ impl Shared {
             .sum()
     }
 
-    pub fn policy(&self) -> Arc<Policy> {
-        // A poisoned lock still holds a complete policy: the writer only swaps an Arc.
-        self.policy
+    pub fn ruleset(&self) -> Arc<RuleSet> {
+        // A poisoned lock still holds a complete rule set: the writer only swaps an Arc.
+        self.ruleset
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    pub fn set_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    pub fn set_ruleset(&self, ruleset: RuleSet) {
+        *self.ruleset.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ruleset);
     }
 
     pub fn host_name(&self) -> Option<Arc<str>> {

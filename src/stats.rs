@@ -5,7 +5,7 @@
 //! allocation; a view reads them when it is asked, so no view can drift from another.
 
 use crate::{
-    policy::{Action, RuleKind},
+    ruleset::{Action, RuleKind},
     verdict::{Exemption, Verdict},
 };
 use std::{
@@ -56,16 +56,16 @@ impl<K: Key, T, const N: usize> Index<K> for PerKey<K, T, N> {
 pub enum FrontEnd {
     Milter,
     /// Postfix's policy delegation protocol.
-    Policy,
+    PolicyService,
 }
 
 impl FrontEnd {
-    pub const ALL: [Self; 2] = [Self::Milter, Self::Policy];
+    pub const ALL: [Self; 2] = [Self::Milter, Self::PolicyService];
 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Milter => "milter",
-            Self::Policy => "policy",
+            Self::PolicyService => "policy",
         }
     }
 }
@@ -76,7 +76,7 @@ impl Key for FrontEnd {
     fn index(self) -> usize {
         match self {
             Self::Milter => 0,
-            Self::Policy => 1,
+            Self::PolicyService => 1,
         }
     }
 }
@@ -197,7 +197,7 @@ impl Key for Exemption {
 
 /// The upper bounds of the RCPT answer time histogram's buckets, in nanoseconds (what is
 /// compared on the mail path; views divide by 1e9): from what the milter takes with a small
-/// policy (tens of µs) to what would hold up the MTA.
+/// rule set (tens of µs) to what would hold up the MTA.
 pub const RCPT_ANSWER_BUCKETS: [u64; 13] = [
     10_000,
     25_000,
@@ -481,7 +481,7 @@ mod tests {
         let stats = Stats::default();
         let milter = FrontEnd::Milter;
         stats.count(milter, &Verdict::Reject(Rule::Ip));
-        stats.count(FrontEnd::Policy, &Verdict::Reject(Rule::Ip));
+        stats.count(FrontEnd::PolicyService, &Verdict::Reject(Rule::Ip));
         stats.count(milter, &Verdict::Tempfail(Rule::RcptDomain));
         stats.count(
             milter,
@@ -501,7 +501,7 @@ mod tests {
              forged_headers_removed=0 tag_unavailable_sessions=0"
         );
         assert_eq!(
-            stats.matched(FrontEnd::Policy, Outcome::Rejected, RuleKind::Ip),
+            stats.matched(FrontEnd::PolicyService, Outcome::Rejected, RuleKind::Ip),
             1
         );
         assert_eq!(stats.matched(milter, Outcome::Rejected, RuleKind::Ip), 1);
@@ -541,15 +541,15 @@ mod tests {
         let stats = Stats::default();
         stats.connection_opened(FrontEnd::Milter);
         stats.connection_opened(FrontEnd::Milter);
-        stats.connection_opened(FrontEnd::Policy);
+        stats.connection_opened(FrontEnd::PolicyService);
         stats.connection_closed(FrontEnd::Milter);
         assert_eq!(stats.connections_total(FrontEnd::Milter), 2);
         assert_eq!(stats.connections_open(FrontEnd::Milter), 1);
-        assert_eq!(stats.connections_open(FrontEnd::Policy), 1);
+        assert_eq!(stats.connections_open(FrontEnd::PolicyService), 1);
 
-        stats.session_error(FrontEnd::Policy, SessionError::Timeout);
+        stats.session_error(FrontEnd::PolicyService, SessionError::Timeout);
         assert_eq!(
-            stats.session_errors(FrontEnd::Policy, SessionError::Timeout),
+            stats.session_errors(FrontEnd::PolicyService, SessionError::Timeout),
             1
         );
         assert_eq!(

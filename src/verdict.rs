@@ -1,10 +1,10 @@
 //! The decision: a pure function of the greeting, the connection, the recipient and the
-//! policy. No I/O here; `judgement` (for both front ends) and `explain` call `decide`.
+//! rule set. No I/O here; `judgement` (for both front ends) and `explain` call `decide`.
 
 use crate::{
     helo::Helo,
-    policy::{Action, Policy, RuleKind},
     recipient::Recipient,
+    ruleset::{Action, RuleKind, RuleSet},
 };
 use std::{
     fmt::{self, Display, Formatter},
@@ -140,17 +140,17 @@ impl Verdict {
     }
 }
 
-pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdict {
-    let Some(rule) = match_rule(policy, conn, rcpt) else {
+pub fn decide(ruleset: &RuleSet, conn: &Connection, rcpt: &Recipient<'_>) -> Verdict {
+    let Some(rule) = match_rule(ruleset, conn, rcpt) else {
         return Verdict::Pass;
     };
-    let exemption = if conn.client.is_some_and(|ip| policy.is_trusted(ip)) {
+    let exemption = if conn.client.is_some_and(|ip| ruleset.is_trusted(ip)) {
         Some(Exemption::Trusted)
-    } else if conn.authenticated && policy.skip_authenticated() {
+    } else if conn.authenticated && ruleset.skip_authenticated() {
         Some(Exemption::Authenticated)
-    } else if policy.is_role_account(rcpt) {
+    } else if ruleset.is_role_account(rcpt) {
         Some(Exemption::RoleAccount)
-    } else if policy.is_whitelisted(rcpt) {
+    } else if ruleset.is_whitelisted(rcpt) {
         Some(Exemption::Whitelist)
     } else {
         None
@@ -158,7 +158,7 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
     if let Some(exemption) = exemption {
         return Verdict::Exempt(rule, exemption);
     }
-    match policy.action_for(&rcpt.domain, rule.kind()).0 {
+    match ruleset.action_for(&rcpt.domain, rule.kind()).0 {
         Action::Reject => Verdict::Reject(rule),
         Action::Tempfail => Verdict::Tempfail(rule),
         Action::Log => Verdict::Log(rule),
@@ -167,14 +167,14 @@ pub fn decide(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Verdi
     }
 }
 
-fn match_rule(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Option<Rule> {
+fn match_rule(ruleset: &RuleSet, conn: &Connection, rcpt: &Recipient<'_>) -> Option<Rule> {
     match conn.helo.as_ref()? {
-        Helo::Ip(ip) if is_own(policy, conn, *ip) => Some(Rule::OwnIp(*ip)),
+        Helo::Ip(ip) if is_own(ruleset, conn, *ip) => Some(Rule::OwnIp(*ip)),
         Helo::Ip(_) => Some(Rule::Ip),
         Helo::Name(name) => {
             let is_own = (!rcpt.domain.is_empty() && *name == rcpt.domain)
                 || conn.server_name.as_deref() == Some(name.as_str())
-                || policy.own_names().contains(name);
+                || ruleset.own_names().contains(name);
             is_own.then_some(Rule::RcptDomain)
         }
     }
@@ -184,8 +184,8 @@ fn match_rule(policy: &Policy, conn: &Connection, rcpt: &Recipient<'_>) -> Optio
 /// own network. `0.0.0.0` and `::` never are, whatever those say (Sendmail's
 /// `{daemon_addr}` when it listens on every address, an own network `0.0.0.0/0`): they
 /// name no host.
-pub fn is_own(policy: &Policy, conn: &Connection, ip: IpAddr) -> bool {
-    !ip.is_unspecified() && (conn.local.contains(&ip) || policy.is_own_address(ip))
+pub fn is_own(ruleset: &RuleSet, conn: &Connection, ip: IpAddr) -> bool {
+    !ip.is_unspecified() && (conn.local.contains(&ip) || ruleset.is_own_address(ip))
 }
 
 /// An SMTP reply: code, enhanced status code and text.
@@ -263,11 +263,11 @@ impl Display for Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, policy::Action};
+    use crate::{config::Config, ruleset::Action};
 
-    /// The policy of a `milter.conf` with `extra` top-level keys, as an administrator
+    /// The rule set of a `milter.conf` with `extra` top-level keys, as an administrator
     /// writes it: the decision is tested through the configuration, not beside it.
-    fn policy_with(extra: &str) -> Policy {
+    fn ruleset_with(extra: &str) -> RuleSet {
         let text = format!(
             "{extra}
             own_addresses = [\"203.0.113.0/24\", \"2001:db8:25::/64\"]
@@ -281,11 +281,11 @@ mod tests {
             action = \"off\"
             "
         );
-        Config::parse(&text, "test").unwrap().policy().clone()
+        Config::parse(&text, "test").unwrap().ruleset().clone()
     }
 
-    fn policy() -> Policy {
-        policy_with("")
+    fn ruleset() -> RuleSet {
+        ruleset_with("")
     }
 
     fn conn(helo: &str) -> Connection {
@@ -301,8 +301,8 @@ mod tests {
         }
     }
 
-    fn judge(policy: &Policy, conn: &Connection, rcpt: &str) -> Verdict {
-        decide(policy, conn, &Recipient::parse(rcpt))
+    fn judge(ruleset: &RuleSet, conn: &Connection, rcpt: &str) -> Verdict {
+        decide(ruleset, conn, &Recipient::parse(rcpt))
     }
 
     fn own(ip: &str) -> Rule {
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn each_rule_in_each_form() {
-        let p = policy();
+        let p = ruleset();
         let cases = [
             ("192.0.2.9", Some(Rule::Ip)),
             ("[192.0.2.9]", Some(Rule::Ip)),
@@ -350,7 +350,7 @@ mod tests {
     fn most_specific_rule_wins() {
         // An own address is also an IP address: own-ip decides.
         assert_eq!(
-            judge(&policy(), &conn("[192.0.2.25]"), "user@example.com"),
+            judge(&ruleset(), &conn("[192.0.2.25]"), "user@example.com"),
             Verdict::Reject(own("192.0.2.25"))
         );
     }
@@ -361,23 +361,23 @@ mod tests {
             helo: None,
             ..conn("")
         };
-        assert_eq!(judge(&policy(), &c, "user@example.com"), Verdict::Pass);
+        assert_eq!(judge(&ruleset(), &c, "user@example.com"), Verdict::Pass);
     }
 
     #[test]
     fn rcpt_domain_needs_a_domain() {
         let c = conn("");
-        assert_eq!(judge(&policy(), &c, "<postmaster>"), Verdict::Pass);
+        assert_eq!(judge(&ruleset(), &c, "<postmaster>"), Verdict::Pass);
         let c = Connection {
             server_name: None,
             ..conn("mx.example.com")
         };
-        assert_eq!(judge(&policy(), &c, "user@example.com"), Verdict::Pass);
+        assert_eq!(judge(&ruleset(), &c, "user@example.com"), Verdict::Pass);
     }
 
     #[test]
     fn exemptions() {
-        let p = policy();
+        let p = ruleset();
         let c = conn("[192.0.2.9]");
         assert_eq!(
             judge(&p, &c, "Private@Example.COM"),
@@ -404,7 +404,7 @@ mod tests {
             judge(&p, &auth, "u@example.com"),
             Verdict::Exempt(Rule::Ip, Exemption::Authenticated)
         );
-        let strict = policy_with("skip_authenticated = false");
+        let strict = ruleset_with("skip_authenticated = false");
         assert_eq!(
             judge(&strict, &auth, "u@example.com"),
             Verdict::Reject(Rule::Ip)
@@ -421,7 +421,7 @@ mod tests {
                 "{client}"
             );
         }
-        let v6 = policy_with("trusted_networks = [\"2001:db8:7::/48\"]");
+        let v6 = ruleset_with("trusted_networks = [\"2001:db8:7::/48\"]");
         let c6 = Connection {
             client: Some("2001:db8:7::1".parse().unwrap()),
             ..c.clone()
@@ -430,7 +430,7 @@ mod tests {
             judge(&v6, &c6, "u@example.com"),
             Verdict::Exempt(Rule::Ip, Exemption::Trusted)
         );
-        let none = policy_with("trusted_networks = []");
+        let none = ruleset_with("trusted_networks = []");
         let lo = Connection {
             client: Some("127.0.0.1".parse().unwrap()),
             ..c.clone()
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn actions_per_domain_and_top_level() {
-        let p = policy();
+        let p = ruleset();
         let c = conn("[192.0.2.9]");
         assert_eq!(
             judge(&p, &c, "u@tempfail.example"),
@@ -464,7 +464,7 @@ mod tests {
             (Action::Log, Verdict::Log(Rule::Ip)),
             (Action::Off, Verdict::Exempt(Rule::Ip, Exemption::Off)),
         ] {
-            let top = policy_with(&format!("action = \"{action}\""));
+            let top = ruleset_with(&format!("action = \"{action}\""));
             assert_eq!(judge(&top, &c, "u@other.example"), verdict);
             assert_eq!(
                 judge(&top, &c, "u@tempfail.example"),
@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn several_recipients_are_judged_on_their_own() {
-        let p = policy();
+        let p = ruleset();
         let c = conn("example.com");
         let verdicts: Vec<Verdict> = [
             "a@example.com",
@@ -517,7 +517,7 @@ mod tests {
             "test",
         )
         .unwrap()
-        .policy()
+        .ruleset()
         .clone();
         let setting = |domain: &str, rule: RuleKind| {
             let (action, setting) = p.action_for(domain, rule);
@@ -559,7 +559,7 @@ mod tests {
             judge(&p, &conn("example.com"), "u@example.com"),
             Verdict::Tag(Rule::RcptDomain)
         );
-        assert!(!policy().uses_tag());
+        assert!(!ruleset().uses_tag());
     }
 
     #[test]

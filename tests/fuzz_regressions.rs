@@ -189,7 +189,7 @@ fn written_verdict(s: &Written) -> Verdict {
     let config = Config::parse(s.conf, "written.conf")
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", s.name, s.conf));
     let interfaces: Vec<IpAddr> = s.interfaces.iter().map(|a| a.parse().unwrap()).collect();
-    let policy = config.policy_with(&interfaces);
+    let ruleset = config.ruleset_with(&interfaces);
     let mut conn = Connection {
         helo: Some(Helo::parse(s.helo)),
         client: Some(s.client.parse().unwrap()),
@@ -201,7 +201,7 @@ fn written_verdict(s: &Written) -> Verdict {
         let ip = parse_macro_ip(text).unwrap_or_else(|| panic!("{}: {text:?}", s.name));
         conn.add_local(ip);
     }
-    decide(&policy, &conn, &Recipient::parse(s.rcpt))
+    decide(&ruleset, &conn, &Recipient::parse(s.rcpt))
 }
 
 /// The scenarios the fuzzing of the decision once got wrong or that the model must keep

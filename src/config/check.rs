@@ -14,7 +14,7 @@ use super::{
 use crate::{
     address_set::AddressSet,
     domain,
-    policy::{Action, Actions, DomainActions, Parts, Policy, RuleKind},
+    ruleset::{Action, Actions, DomainActions, Parts, RuleKind, RuleSet},
     socket::{Socket, UnixPermissions},
     whitelist::{Entry, Whitelist},
 };
@@ -25,7 +25,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
     let (socket, policy_socket) = check.sockets(&s)?;
     let SocketMode(mode) = check.value("socket_mode", &s.socket_mode)?;
     let SocketGroup(group) = check.value("socket_group", &s.socket_group)?;
-    let policy = check.policy(&s)?;
+    let ruleset = check.ruleset(&s)?;
     let max_connections = s.max_connections.to_string();
     let MaxConnections(max_connections) = check.value("max_connections", &max_connections)?;
     let IdleTimeout(idle_timeout) = check.value("idle_timeout", &s.idle_timeout)?;
@@ -42,7 +42,7 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         policy_socket,
         unix_permissions: UnixPermissions { mode, group: gid },
         socket_group,
-        policy,
+        ruleset,
         own_interfaces: s.own_interfaces,
         max_connections,
         idle_timeout,
@@ -146,7 +146,7 @@ impl Check<'_> {
     }
 
     /// What the decision consults.
-    fn policy(&self, s: &Settings) -> Result<Policy, ConfigError> {
+    fn ruleset(&self, s: &Settings) -> Result<RuleSet, ConfigError> {
         let actions = Actions {
             any: Some(self.value("action", &s.action)?),
             per_rule: self.rule_actions("rules", &s.rules)?,
@@ -162,7 +162,7 @@ impl Check<'_> {
             self.value("recipient_delimiter", &s.recipient_delimiter)?;
         let networks =
             |list: Vec<Network>| AddressSet::new(list.into_iter().map(|n| n.0).collect());
-        Ok(Policy::from(Parts {
+        Ok(RuleSet::from(Parts {
             actions,
             domains,
             whitelist: Whitelist::new(entries),

@@ -1,5 +1,5 @@
 //! `milter.conf`: reading it (`settings`), parsing each value (`values`), checking it and
-//! compiling it into the policy and the run-time settings (`check`), and printing the
+//! compiling it into the rule set and the run-time settings (`check`), and printing the
 //! effective one (`print`).
 
 mod check;
@@ -8,7 +8,7 @@ mod print;
 mod settings;
 mod values;
 
-use crate::{policy::Policy, socket::Socket, socket::UnixPermissions};
+use crate::{ruleset::RuleSet, socket::Socket, socket::UnixPermissions};
 use log::LevelFilter;
 use std::{
     error::Error,
@@ -38,9 +38,9 @@ pub struct Config {
     /// For a unix socket: its mode and group, as configured (the group by name).
     unix_permissions: UnixPermissions,
     socket_group: Option<String>,
-    /// The policy without the interface addresses, which are added at run time
-    /// (`policy_with`) so that the check does not depend on the machine it runs on.
-    policy: Policy,
+    /// The rule set without the interface addresses, which are added at run time
+    /// (`ruleset_with`) so that the check does not depend on the machine it runs on.
+    ruleset: RuleSet,
     /// Whether the host's interface addresses are own addresses (`host::Host::read`).
     own_interfaces: bool,
     max_connections: usize,
@@ -81,8 +81,8 @@ impl Config {
         self.socket_group.as_deref()
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    pub fn ruleset(&self) -> &RuleSet {
+        &self.ruleset
     }
 
     pub fn own_interfaces(&self) -> bool {
@@ -221,11 +221,11 @@ impl Config {
         check::compile(settings::read(text, &[], origin)?, origin)
     }
 
-    /// The policy as the milter applies it: the configured one plus this host's addresses.
-    pub fn policy_with(&self, interfaces: &[IpAddr]) -> Policy {
-        let mut policy = self.policy.clone();
-        policy.add_own_addresses(interfaces);
-        policy
+    /// The rule set as the front ends apply it: the configured one plus this host's addresses.
+    pub fn ruleset_with(&self, interfaces: &[IpAddr]) -> RuleSet {
+        let mut ruleset = self.ruleset.clone();
+        ruleset.add_own_addresses(interfaces);
+        ruleset
     }
 
     /// Where the config came from, for log lines.

@@ -2,7 +2,7 @@
 //! itself a configuration that reads back to the same.
 
 use super::Config;
-use crate::policy::{Action, Actions, Policy, RuleKind};
+use crate::ruleset::{Action, Actions, RuleKind, RuleSet};
 use std::fmt::{Display, Write};
 
 pub fn to_toml(config: &Config) -> String {
@@ -12,10 +12,10 @@ pub fn to_toml(config: &Config) -> String {
         let _ = writeln!(out, "# with {name} from the environment");
     }
     socket_keys(&mut out, config);
-    policy_keys(&mut out, &config.policy);
+    ruleset_keys(&mut out, &config.ruleset);
     run_time_keys(&mut out, config);
-    let domains = tables(&mut out, &config.policy);
-    effective_actions(&mut out, &config.policy, &domains);
+    let domains = tables(&mut out, &config.ruleset);
+    effective_actions(&mut out, &config.ruleset, &domains);
     out
 }
 
@@ -51,12 +51,12 @@ fn socket_keys(out: &mut String, config: &Config) {
     let _ = writeln!(out, "socket_group = {group}");
 }
 
-/// The top-level keys of the policy.
-fn policy_keys(out: &mut String, p: &Policy) {
+/// The top-level keys of the rule set.
+fn ruleset_keys(out: &mut String, p: &RuleSet) {
     let _ = writeln!(
         out,
         "action = \"{}\"",
-        p.actions().any.unwrap_or(crate::policy::Action::Reject)
+        p.actions().any.unwrap_or(crate::ruleset::Action::Reject)
     );
     let url = toml_string(p.reply_url().unwrap_or(""));
     let _ = writeln!(out, "reply_url = {url}");
@@ -103,7 +103,7 @@ fn run_time_keys(out: &mut String, config: &Config) {
 }
 
 /// The `[rules]` and `[domains]` tables; returns the domain entries, sorted.
-fn tables(out: &mut String, p: &Policy) -> Vec<(String, Actions)> {
+fn tables(out: &mut String, p: &RuleSet) -> Vec<(String, Actions)> {
     rule_table(out, "rules", &p.actions().per_rule);
     let mut domains: Vec<_> = p.domains().entries().collect();
     domains.sort_by(|a, b| a.0.cmp(&b.0));
@@ -130,7 +130,7 @@ fn rule_table(out: &mut String, header: &str, per_rule: &[Option<Action>; 3]) {
 }
 
 /// What applies where, for every rule: the table an administrator checks a change by.
-fn effective_actions(out: &mut String, p: &Policy, domains: &[(String, Actions)]) {
+fn effective_actions(out: &mut String, p: &RuleSet, domains: &[(String, Actions)]) {
     let _ = writeln!(
         out,
         "\n# effective actions          own-ip     ip         rcpt-domain"

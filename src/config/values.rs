@@ -3,7 +3,7 @@
 //! adds the file, the key and the value. A value whose mistakes need more words gets a
 //! file of its own (`metrics_listen.rs`).
 
-use crate::{domain, ip_text, policy::Action, socket::Socket, whitelist::Entry};
+use crate::{domain, ip_text, ruleset::Action, socket::Socket, whitelist::Entry};
 use ipnet::IpNet;
 use log::LevelFilter;
 use std::{net::SocketAddr, time::Duration};

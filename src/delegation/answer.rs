@@ -23,14 +23,14 @@ impl Service {
         }
         // Per request: a reload applies from the next request on, also on the long-lived
         // connections that Postfix keeps open.
-        let policy = self.shared.policy();
+        let ruleset = self.shared.ruleset();
         let conn = self.connection_facts(request);
         let rcpt = Recipient::parse(&request.recipient);
         let facts = Facts {
-            policy: &policy,
+            ruleset: &ruleset,
             conn: &conn,
             rcpt: &rcpt,
-            via: FrontEnd::Policy,
+            via: FrontEnd::PolicyService,
             helo_text: &request.helo_name,
             queue_id: Some(&request.queue_id),
             can_tag: true,
@@ -41,7 +41,7 @@ impl Service {
             // One header per message, as the milter adds it.
             Outcome::Tag(_) if !self.tagged.first(&request.instance) => Cow::Borrowed(DUNNO),
             Outcome::Tag(value) => {
-                let value = match policy.tag_key() {
+                let value = match ruleset.tag_key() {
                     Some(key) => with_key(value, key),
                     None => value,
                 };

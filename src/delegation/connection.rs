@@ -74,7 +74,7 @@ impl Service {
                 return self.trouble(peer, &Trouble::Io(e));
             }
             if request.protocol_state.eq_ignore_ascii_case("RCPT") {
-                self.shared.stats.answered(FrontEnd::Policy, arrived);
+                self.shared.stats.answered(FrontEnd::PolicyService, arrived);
             }
         }
     }
@@ -83,7 +83,7 @@ impl Service {
     fn trouble(&self, peer: &str, trouble: &Trouble) {
         self.shared
             .stats
-            .session_error(FrontEnd::Policy, trouble.reason());
+            .session_error(FrontEnd::PolicyService, trouble.reason());
         warn!(
             "event=policy_request result=closed peer={peer} error={:?} (no answer; Postfix retries, then applies smtpd_policy_service_default_action)",
             trouble.to_string()

@@ -24,7 +24,7 @@ pub use request::{MAX_ATTRIBUTES, MAX_LINE};
 
 use crate::{
     host,
-    policy::Policy,
+    ruleset::RuleSet,
     shared::{LiveSession, Shared},
     socket::{Listener, Origin, StoppableListener},
     stats::FrontEnd,
@@ -55,7 +55,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// What the service knows besides the policy in force.
+/// What the service knows besides the rule set in force.
 struct Service {
     shared: Arc<Shared>,
     limits: Limits,
@@ -82,15 +82,15 @@ impl Service {
 /// The bytes that one policy connection writes back for `input`: an answer per request,
 /// up to the end of `input` or the first request that the protocol calls bad (which the
 /// service meets by closing the connection unanswered). The reader and the answer of
-/// `serve`, deciding on `policy` with `host_name`, without a socket or a runtime:
+/// `serve`, deciding on `ruleset` with `host_name`, without a socket or a runtime:
 /// for the fuzz target `fuzz/fuzz_targets/policy.rs`. The log lines go wherever `log`
 /// sends them, the counters to a `Shared` of this call's own.
-pub fn answers(policy: Policy, host_name: Option<String>, input: &[u8]) -> Vec<Vec<u8>> {
+pub fn answers(ruleset: RuleSet, host_name: Option<String>, input: &[u8]) -> Vec<Vec<u8>> {
     let limits = Limits {
         max_connections: 1,
         idle_timeout: Duration::from_secs(300),
     };
-    let shared = Shared::new(policy);
+    let shared = Shared::new(ruleset);
     shared.set_host_name(host_name);
     let service = Service::new(Arc::new(shared), limits);
     let mut reader = input;
@@ -114,7 +114,7 @@ pub fn answers(policy: Policy, host_name: Option<String>, input: &[u8]) -> Vec<V
 /// so it knows none. Listing `myhostname` in `own_names` makes the two paths equal.
 /// `host` is the name as the system gives it, for the message.
 pub fn host_name_warning(config: &crate::config::Config, host: &str) -> Option<String> {
-    if config.policy_socket().is_none() || !config.policy().own_names().is_empty() {
+    if config.policy_socket().is_none() || !config.ruleset().own_names().is_empty() {
         return None;
     }
     if host::qualified(host).is_some() {
@@ -142,7 +142,7 @@ pub async fn serve(
     service
         .shared
         .stats
-        .set_connections_max(FrontEnd::Policy, limits.max_connections);
+        .set_connections_max(FrontEnd::PolicyService, limits.max_connections);
     let mut last_full_warning: Option<Instant> = None;
     loop {
         let (permit, full) = match slots.clone().try_acquire_owned() {
@@ -174,7 +174,10 @@ pub async fn serve(
         let accepted = match queued {
             Poll::Ready(accepted) => {
                 if accepted.is_ok() {
-                    service.shared.stats.connection_waited(FrontEnd::Policy);
+                    service
+                        .shared
+                        .stats
+                        .connection_waited(FrontEnd::PolicyService);
                 }
                 accepted
             }
@@ -195,7 +198,7 @@ pub async fn serve(
             }
             EitherStream::Unix(unix) => (EitherStream::Unix(unix), "unix".to_string()),
         };
-        let live = LiveSession::new(service.shared.clone(), FrontEnd::Policy);
+        let live = LiveSession::new(service.shared.clone(), FrontEnd::PolicyService);
         let service = service.clone();
         let stop = stop.clone();
         tokio::spawn(async move {

@@ -81,7 +81,7 @@ impl InProcess {
         let config = Config::load(Some(&config_path)).unwrap_or_else(|e| panic!("{e}"));
         let listeners = Listeners {
             milter: Some((EitherListener::Tcp(milter), Origin::Bound)),
-            policy: Some((EitherListener::Tcp(policy), Origin::Bound)),
+            policy_service: Some((EitherListener::Tcp(policy), Origin::Bound)),
             metrics: None,
         };
         let sources = Sources { host: host.clone() };

@@ -1,4 +1,6 @@
-//! The policy that a configuration compiles to: what the decision consults, and nothing else.
+//! The rule set that a configuration compiles to: what the decision consults, and nothing
+//! else. (Named so that "policy" means one thing in this code: the Postfix policy service,
+//! `src/delegation/`.)
 
 use crate::{
     address_set::AddressSet,
@@ -212,11 +214,11 @@ impl Display for Setting<'_> {
     }
 }
 
-/// The compiled configuration. Its fields are private: a policy is built only from the
+/// The compiled configuration. Its fields are private: a rule set is built only from the
 /// values that `config::check` checked and normalised (`Policy::from(Parts)`), then
 /// read through the accessors below.
 #[derive(Clone, Debug)]
-pub struct Policy {
+pub struct RuleSet {
     /// The top-level `action` and `[rules]`: for recipient domains without their own.
     actions: Actions,
     domains: DomainActions,
@@ -238,7 +240,7 @@ pub struct Policy {
     tag_key: Option<String>,
 }
 
-/// The checked values a policy is built from (by `config::check` only), each the field
+/// The checked values a rule set is built from (by `config::check` only), each the field
 /// of `Policy` of its name.
 pub(crate) struct Parts {
     pub actions: Actions,
@@ -254,7 +256,7 @@ pub(crate) struct Parts {
     pub tag_key: Option<String>,
 }
 
-impl From<Parts> for Policy {
+impl From<Parts> for RuleSet {
     fn from(p: Parts) -> Self {
         Self {
             actions: p.actions,
@@ -275,7 +277,7 @@ impl From<Parts> for Policy {
 /// The local parts that RFC 2142 asks every domain to accept, exempt by default.
 pub const ROLE_ACCOUNTS: [&str; 2] = ["postmaster", "abuse"];
 
-impl Policy {
+impl RuleSet {
     /// What a match of `rule` does to a recipient in `domain` (in comparable form), and
     /// the setting that says so. From the most specific entry out (the domain itself, then
     /// `.parent` for each parent), each entry's setting for that rule, then its `action`;
@@ -372,7 +374,7 @@ impl Policy {
         self.skip_authenticated
     }
 
-    /// Adds the host's addresses (`Config::policy_with`).
+    /// Adds the host's addresses (`Config::ruleset_with`).
     pub(crate) fn add_own_addresses(&mut self, ips: &[IpAddr]) {
         self.own_networks
             .extend(ips.iter().map(|&ip| ipnet::IpNet::from(ip)));
