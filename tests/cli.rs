@@ -727,13 +727,13 @@ fn metrics_listen_is_checked() {
 
 /// `reload PID` with the binary at `bin` and the config at `conf`.
 fn reload_with(bin: &std::path::Path, conf: &std::path::Path, pid: u32) -> Run {
-    let out = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .arg("-c")
         .arg(conf)
         .args(["reload", &pid.to_string()])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+        .env_remove("RUST_LOG");
+    let out = common::exec_retrying(&mut command, Command::output).unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -276,7 +276,8 @@ impl Milter {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command.spawn().expect("spawn milter");
+        let mut child =
+            super::exec_retrying(&mut command, std::process::Command::spawn).expect("spawn milter");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if endpoint.accepts() {

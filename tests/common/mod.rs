@@ -15,6 +15,28 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Runs `make(command)` (`Command::spawn` or `Command::output`), again while it fails with
+/// ETXTBSY: a binary a test copied a moment ago can still be open for writing in a child
+/// that another test thread forked meanwhile (the copy's descriptor lives in the child
+/// until it execs), and exec refuses a file open for writing. A few milliseconds cure it.
+pub fn exec_retrying<T>(
+    command: &mut std::process::Command,
+    make: impl Fn(&mut std::process::Command) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match make(command) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
