@@ -1128,8 +1128,12 @@ impl Scenario {
                     } else {
                         usize::MAX
                     };
-                    // An `action` does not turn an opt-in rule on.
-                    let any = if opt_in(rule) { None } else { any };
+                    // An `action` does not turn an opt-in rule on; `off` turns it off.
+                    let any = if opt_in(rule) {
+                        any.filter(|&a| a == Act::Off)
+                    } else {
+                        any
+                    };
                     entries.push((depth, per_rule[r].or(any)));
                 }
             }

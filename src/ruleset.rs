@@ -98,7 +98,8 @@ impl RuleKind {
 
     /// Beyond the page: off until a rule key names the rule. An `action` (top-level or a
     /// domain's) does not turn it on, so that an existing `action = "reject"` does not
-    /// start refusing `EHLO localhost` after an upgrade.
+    /// start refusing `EHLO localhost` after an upgrade; a domain's `action = "off"` still
+    /// turns it off there.
     pub fn is_opt_in(self) -> bool {
         matches!(self, Self::Invalid | Self::NonFqdn)
     }
@@ -309,8 +310,9 @@ impl RuleSet {
     /// then the top-level `[rules]`, then the top-level `action`: a setting an entry leaves
     /// out is inherited from the entry that encloses it, so a per-rule entry for a
     /// subdomain keeps what its parent entry says about the other rules. For an opt-in
-    /// rule (`RuleKind::is_opt_in`) the `action` levels are skipped and the default is
-    /// `off` (`Setting::OffByDefault`).
+    /// rule (`RuleKind::is_opt_in`) an `action` other than `off` is skipped (it would
+    /// turn the rule on), the top-level `action` always, and the default is `off`
+    /// (`Setting::OffByDefault`).
     pub fn action_for<'a>(&'a self, domain: &'a str, rule: RuleKind) -> (Action, Setting<'a>) {
         let r = rule.index();
         let opt_in = rule.is_opt_in();
@@ -318,7 +320,8 @@ impl RuleSet {
             if let Some(action) = actions.per_rule[r] {
                 return (action, Setting::DomainRule(entry, rule));
             }
-            if let Some(action) = actions.any.filter(|_| !opt_in) {
+            // `off` says "do not check this domain": that holds for an opt-in rule too.
+            if let Some(action) = actions.any.filter(|&a| !opt_in || a == Action::Off) {
                 return (action, Setting::Domain(entry));
             }
         }

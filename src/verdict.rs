@@ -662,6 +662,16 @@ mod tests {
             assert_eq!(judge(&p, &conn(helo), "u@example.com"), Verdict::Pass);
             assert_eq!(judge(&p, &conn(helo), "u@tempfail.example"), Verdict::Pass);
         }
+        // ... but a domain's `off` turns them off.
+        let on = ruleset_with_tables("", "[rules]\nnon-fqdn = \"reject\"");
+        assert_eq!(
+            judge(&on, &conn("localhost"), "u@off.example"),
+            Verdict::Exempt(Rule::NonFqdn, Exemption::Off)
+        );
+        assert_eq!(
+            judge(&on, &conn("localhost"), "u@log.example"),
+            Verdict::Reject(Rule::NonFqdn)
+        );
         let (action, setting) = p.action_for("example.com", RuleKind::NonFqdn);
         assert_eq!(
             format!("{action} {setting}"),
