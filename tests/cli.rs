@@ -522,6 +522,28 @@ fn unix_socket_settings_are_checked() {
     );
 }
 
+/// What `explain` prints for `helo` and `rcpt` from client 198.51.100.7, which reached
+/// 192.0.2.25.
+fn explain_with(config: &str, helo: &str, rcpt: &str) -> String {
+    let r = run(
+        config,
+        &[
+            "explain",
+            "--helo",
+            helo,
+            "--rcpt",
+            rcpt,
+            "--client",
+            "198.51.100.7",
+            "--local",
+            "192.0.2.25",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout
+}
+
 /// Per-rule actions (issue 14): `explain` names the setting that decided, `-t` prints the
 /// effective table, and a rule that does not exist is an error.
 #[test]
@@ -535,24 +557,7 @@ action = "log"
 own-ip = "reject"
 rcpt-domain = "tag"
 "#;
-    let explain = |helo: &str, rcpt: &str| {
-        run(
-            config,
-            &[
-                "explain",
-                "--helo",
-                helo,
-                "--rcpt",
-                rcpt,
-                "--client",
-                "198.51.100.7",
-                "--local",
-                "192.0.2.25",
-            ],
-            &[],
-        )
-        .stdout
-    };
+    let explain = |helo: &str, rcpt: &str| explain_with(config, helo, rcpt);
     for (helo, rcpt, action, verdict) in [
         ("[192.0.2.9]", "u@example.com", "tempfail (from rules.ip)", "tempfail"),
         ("[192.0.2.9]", "u@example.org", "log (from domains.\"example.org\".action)", "accept, log only"),
@@ -1004,23 +1009,7 @@ non-fqdn = "reject"
 [domains."off.example"]
 action = "off"
 "#;
-    let explain = |helo: &str, rcpt: &str| {
-        let r = run(
-            config,
-            &[
-                "explain",
-                "--helo",
-                helo,
-                "--rcpt",
-                rcpt,
-                "--client",
-                "198.51.100.7",
-            ],
-            &[],
-        );
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        r.stdout
-    };
+    let explain = |helo: &str, rcpt: &str| explain_with(config, helo, rcpt);
     for (helo, rcpt, lines) in [
         (
             "exa_mple.com",

@@ -136,6 +136,25 @@ action = \"off\"
 /// HELO, recipient, attributes that differ from [`rcpt_request`]'s, expected answer.
 type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], String);
 
+/// Asks each case on `client`'s connection and reports every answer that differs.
+fn expect_answers(client: &mut Client, cases: &[Case], service: &Milter) {
+    let mut problems = Vec::new();
+    for (helo, rcpt, overrides, expected) in cases {
+        let answer = client.ask(&rcpt_request(helo, rcpt, overrides));
+        if answer != *expected {
+            problems.push(format!(
+                "HELO {helo:?} RCPT {rcpt:?} {overrides:?}: expected {expected:?}, got {answer:?}"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        service.log()
+    );
+}
+
 #[test]
 fn each_rule_exemption_and_action_on_one_connection() {
     let service = Milter::start_policy(BASE, false);
@@ -212,21 +231,7 @@ fn each_rule_exemption_and_action_on_one_connection() {
         ("[198.51.100.9]", "u@log.example", &[], DUNNO.into()),
         ("[198.51.100.9]", "u@off.example", &[], DUNNO.into()),
     ];
-    let mut problems = Vec::new();
-    for (helo, rcpt, overrides, expected) in cases {
-        let answer = client.ask(&rcpt_request(helo, rcpt, overrides));
-        if answer != *expected {
-            problems.push(format!(
-                "HELO {helo:?} RCPT {rcpt:?} {overrides:?}: expected {expected:?}, got {answer:?}"
-            ));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        service.log()
-    );
+    expect_answers(&mut client, cases, &service);
 
     let log = service.log();
     assert!(
@@ -926,21 +931,7 @@ non-fqdn = \"tag\""
         ("bücher.example", "u@example.com", &[], DUNNO.into()),
         ("", "u@example.com", &[], DUNNO.into()),
     ];
-    let mut problems = Vec::new();
-    for (helo, rcpt, overrides, expected) in cases {
-        let answer = client.ask(&rcpt_request(helo, rcpt, overrides));
-        if answer != *expected {
-            problems.push(format!(
-                "HELO {helo:?} RCPT {rcpt:?} {overrides:?}: expected {expected:?}, got {answer:?}"
-            ));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        service.log()
-    );
+    expect_answers(&mut client, cases, &service);
     let log = service.log();
     assert!(
         log.contains("action=reject rule=invalid client=198.51.100.7 helo=\"exa_mple.com\" rcpt=\"u@example.com\" reply=\"550 5.7.1 bogus helo invalid name\" via=policy"),
