@@ -231,11 +231,7 @@ impl Display for Setting<'_> {
             }
             Self::Rule(rule) => write!(f, "rules.{}", rule.name()),
             Self::TopLevel => f.write_str("action"),
-            Self::OffByDefault(rule) => write!(
-                f,
-                "the default: {} is off until a rule key names it",
-                rule.name()
-            ),
+            Self::OffByDefault(_) => f.write_str("the default (off until a rule key names it)"),
         }
     }
 }

@@ -675,7 +675,7 @@ mod tests {
         let (action, setting) = p.action_for("example.com", RuleKind::NonFqdn);
         assert_eq!(
             format!("{action} {setting}"),
-            "off the default: non-fqdn is off until a rule key names it"
+            "off the default (off until a rule key names it)"
         );
         // A domain's rule key turns a rule on for that domain only, with every action;
         // the exemptions apply as to every rule.

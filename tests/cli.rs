@@ -1038,7 +1038,7 @@ action = "off"
             "DESKTOP-4F2K",
             "u@example.com",
             &[
-                "(non-fqdn would match, but is off: the default: non-fqdn is off until a rule key names it)\n",
+                "(non-fqdn would match, but is off: the default (off until a rule key names it))\n",
                 "verdict:   accept\n",
             ][..],
         ),
@@ -1076,7 +1076,7 @@ action = "off"
         "#   (other domains)            reject     reject     reject      tempfail   off\n",
         "#   example.org                log        log        log         tempfail   reject\n",
         "#   off.example                off        off        off         off        off\n",
-        "non-fqdn the default: non-fqdn is off until a rule key names it",
+        "non-fqdn the default (off until a rule key names it)",
         "invalid domains.\"off.example\".action",
     ] {
         assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
