@@ -127,6 +127,8 @@ fn probes() -> &'static [Probe] {
             "mx.example.com",
             "xn--bcher-kva.example",
             "client.example.net",
+            "localhost",
+            "exa_mple.com",
         ];
         let clients = [
             "198.51.100.7",
@@ -279,6 +281,10 @@ struct Name {
     spellings: &'static [&'static str],
 }
 
+/// The one name of `NAMES` with a single label (`example`): `non-fqdn` where no page's
+/// rule matches it.
+const SINGLE_LABEL_NAME: usize = 3;
+
 const NAMES: [Name; 8] = [
     Name {
         canonical: "example.com",
@@ -330,18 +336,27 @@ const NAMES: [Name; 8] = [
 ];
 
 /// HELO texts that name no IP address and none of the names above: never a rule.
-const JUNK_HELOS: [&str; 11] = [
-    "localhost",
-    "mail",
-    "",
-    "[192.0.2.9",
-    "192.0.2.256",
-    "1.2.3.4.5",
-    "[IPv6:192.0.2.1x]",
-    "0x1.example",
-    "example.com..",
-    "sub..example.com",
-    "mx.example.net.example",
+/// HELOs that are neither an address nor a configured name, each with what it is to the
+/// opt-in rules, by hand: `Some(Invalid)`, `Some(NonFqdn)` or `None` (a host name of two
+/// labels or more, or no text at all).
+const JUNK_HELOS: [(&str, Option<Rule>); 17] = [
+    ("localhost", Some(Rule::NonFqdn)),
+    ("mail", Some(Rule::NonFqdn)),
+    ("DESKTOP-4F2K", Some(Rule::NonFqdn)),
+    ("", None),
+    ("[192.0.2.9", Some(Rule::Invalid)),
+    ("192.0.2.256", None),
+    ("1.2.3.4.5", None),
+    ("[IPv6:192.0.2.1x]", Some(Rule::Invalid)),
+    ("[IPv6:junk]", Some(Rule::Invalid)),
+    ("0x1.example", None),
+    ("example.com..", Some(Rule::Invalid)),
+    ("sub..example.com", Some(Rule::Invalid)),
+    ("mx.example.net.example", None),
+    ("exa_mple.com", Some(Rule::Invalid)),
+    ("-bad.example", Some(Rule::Invalid)),
+    ("two words.example", Some(Rule::Invalid)),
+    ("münchen", Some(Rule::NonFqdn)),
 ];
 
 const ADDRESSES: [&str; 11] = [
@@ -429,26 +444,36 @@ const ACTIONS: [(&str, Act); 10] = [
 ];
 
 /// A `[domains]` entry as the model reads it: name, below, action, per-rule actions.
-type ModelDomain = (usize, bool, Option<Act>, [Option<Act>; 3]);
+type ModelDomain = (usize, bool, Option<Act>, [Option<Act>; RULES]);
+
+/// The number of rules.
+const RULES: usize = 5;
 
 /// The `[rules]` keys, in the order of `rule_index`.
-const RULE_KEYS: [&str; 3] = ["own-ip", "ip", "rcpt-domain"];
+const RULE_KEYS: [&str; RULES] = ["own-ip", "ip", "rcpt-domain", "invalid", "non-fqdn"];
 
 fn rule_index(rule: Rule) -> usize {
     match rule {
         Rule::OwnIp(_) => 0,
         Rule::Ip => 1,
         Rule::RcptDomain => 2,
+        Rule::Invalid => 3,
+        Rule::NonFqdn => 4,
     }
 }
 
+/// Whether only a rule key turns the rule on (an `action` does not; the default is off).
+fn opt_in(rule: Rule) -> bool {
+    rule_index(rule) >= 3
+}
+
 /// Per-rule actions as the model reads them.
-fn rule_acts(choice: &[Option<u8>; 3]) -> [Option<Act>; 3] {
+fn rule_acts(choice: &[Option<u8>; RULES]) -> [Option<Act>; RULES] {
     choice.map(|a| a.map(|a| pick(&ACTIONS, a).1))
 }
 
 /// A `[rules]` table under `header`, when it has an entry.
-fn write_rules(conf: &mut String, header: &str, choice: &[Option<u8>; 3]) {
+fn write_rules(conf: &mut String, header: &str, choice: &[Option<u8>; RULES]) {
     if choice.iter().any(Option::is_some) {
         let _ = writeln!(conf, "\n[{header}]");
         for (key, action) in RULE_KEYS.iter().zip(choice) {
@@ -543,7 +568,7 @@ pub struct DomainChoice {
     below: bool,
     /// `None`: no `action` key (then `rules` is made to have an entry).
     action: Option<u8>,
-    rules: [Option<u8>; 3],
+    rules: [Option<u8>; RULES],
 }
 
 impl DomainChoice {
@@ -581,7 +606,7 @@ pub enum DuplicateChoice {
 #[derive(Arbitrary, Clone, Debug)]
 pub struct ConfigChoice {
     action: Option<u8>,
-    rules: [Option<u8>; 3],
+    rules: [Option<u8>; RULES],
     domains: Vec<DomainChoice>,
     whitelist: Vec<WhitelistChoice>,
     own_names: Vec<Spelt>,
@@ -762,7 +787,7 @@ enum HeloIs {
     None,
     Address(usize),
     Name(usize),
-    Junk,
+    Junk(usize),
 }
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -787,7 +812,7 @@ struct Scenario {
     rcpt_detail: Option<char>,
     rcpt_domain: Option<usize>,
     action: Act,
-    rules: [Option<Act>; 3],
+    rules: [Option<Act>; RULES],
     domains: Vec<ModelDomain>,
     whitelist: Vec<Listed>,
     own_names: Vec<usize>,
@@ -971,7 +996,10 @@ impl Scenario {
                 HeloIs::Address(usize::from(a) % ADDRESSES.len()),
                 Some(address_text(address(a), form, style)),
             ),
-            HeloChoice::Junk(n) => (HeloIs::Junk, Some(pick(&JUNK_HELOS, n).to_string())),
+            HeloChoice::Junk(n) => {
+                let junk = usize::from(n) % JUNK_HELOS.len();
+                (HeloIs::Junk(junk), Some(JUNK_HELOS[junk].0.to_string()))
+            }
             other => {
                 let spelt = match other {
                     HeloChoice::RcptDomain { spelling } => Spelt {
@@ -1049,11 +1077,13 @@ impl Scenario {
     }
 
     /// The verdict, from the choices alone: the page's rules, most specific first
-    /// (own-ip, ip, rcpt-domain); the exemptions in their order (trusted, authenticated,
-    /// role account, whitelist); then the recipient domain's action.
+    /// (own-ip, ip, rcpt-domain), then invalid and non-fqdn (a pass unless a rule key turns
+    /// them on); the exemptions in their order (trusted, authenticated, role account,
+    /// whitelist); then the recipient domain's action.
     fn expected(&self) -> Verdict {
         let rule = match self.helo {
-            HeloIs::None | HeloIs::Junk => None,
+            HeloIs::None => None,
+            HeloIs::Junk(j) => JUNK_HELOS[j].1,
             HeloIs::Address(a) => {
                 let ip = address(a as u8);
                 let own = !ip.is_unspecified()
@@ -1065,12 +1095,57 @@ impl Scenario {
                             .any(|&n| in_network(ip, model_network(n))));
                 Some(if own { Rule::OwnIp(ip) } else { Rule::Ip })
             }
-            HeloIs::Name(n) => (self.rcpt_domain == Some(n)
-                || self.own_names.contains(&n)
-                || self.mta_name == Some(n))
-            .then_some(Rule::RcptDomain),
+            HeloIs::Name(n)
+                if self.rcpt_domain == Some(n)
+                    || self.own_names.contains(&n)
+                    || self.mta_name == Some(n) =>
+            {
+                Some(Rule::RcptDomain)
+            }
+            HeloIs::Name(n) => (n == SINGLE_LABEL_NAME).then_some(Rule::NonFqdn),
         };
         let Some(rule) = rule else {
+            return Verdict::Pass;
+        };
+
+        // From the most specific entry out (the domain itself, then `.parent` for each
+        // parent, the longest first), each entry's setting for this rule, then its
+        // `action`; then the top-level `[rules]`, then `action`.
+        let r = rule_index(rule);
+        let mut entries: Vec<(usize, Option<Act>)> = Vec::new();
+        if let Some(d) = self.rcpt_domain {
+            let canonical = NAMES[d].canonical;
+            for &(name, below, any, per_rule) in &self.domains {
+                let applies = if below {
+                    canonical.ends_with(&format!(".{}", NAMES[name].canonical))
+                } else {
+                    name == d
+                };
+                if applies {
+                    // The domain itself is more specific than any parent of it.
+                    let depth = if below {
+                        NAMES[name].canonical.len()
+                    } else {
+                        usize::MAX
+                    };
+                    // An `action` does not turn an opt-in rule on; `off` turns it off.
+                    let any = if opt_in(rule) {
+                        any.filter(|&a| a == Act::Off)
+                    } else {
+                        any
+                    };
+                    entries.push((depth, per_rule[r].or(any)));
+                }
+            }
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let Some(action) = entries
+            .iter()
+            .find_map(|&(_, action)| action)
+            .or(self.rules[r])
+            .or((!opt_in(rule)).then_some(self.action))
+        else {
+            // An opt-in rule that no rule key turns on matches nothing.
             return Verdict::Pass;
         };
 
@@ -1108,36 +1183,6 @@ impl Scenario {
             return Verdict::Exempt(rule, exemption);
         }
 
-        // From the most specific entry out (the domain itself, then `.parent` for each
-        // parent, the longest first), each entry's setting for this rule, then its
-        // `action`; then the top-level `[rules]`, then `action`.
-        let r = rule_index(rule);
-        let mut entries: Vec<(usize, Option<Act>)> = Vec::new();
-        if let Some(d) = self.rcpt_domain {
-            let canonical = NAMES[d].canonical;
-            for &(name, below, any, per_rule) in &self.domains {
-                let applies = if below {
-                    canonical.ends_with(&format!(".{}", NAMES[name].canonical))
-                } else {
-                    name == d
-                };
-                if applies {
-                    // The domain itself is more specific than any parent of it.
-                    let depth = if below {
-                        NAMES[name].canonical.len()
-                    } else {
-                        usize::MAX
-                    };
-                    entries.push((depth, per_rule[r].or(any)));
-                }
-            }
-        }
-        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-        let action = entries
-            .iter()
-            .find_map(|&(_, action)| action)
-            .or(self.rules[r])
-            .unwrap_or(self.action);
         match action {
             Act::Reject => Verdict::Reject(rule),
             Act::Tempfail => Verdict::Tempfail(rule),
@@ -1158,6 +1203,8 @@ impl Scenario {
             Rule::OwnIp(ip) => format!("bogus helo {ip}"),
             Rule::Ip => "bogus helo".to_string(),
             Rule::RcptDomain => "bogus helo matches rcpt".to_string(),
+            Rule::Invalid => "bogus helo invalid name".to_string(),
+            Rule::NonFqdn => "bogus helo not fully qualified".to_string(),
         };
         Some(match self.reply_url {
             Some(url) => format!("{code} {text} {url}"),

@@ -41,6 +41,39 @@ fn without_root_dot(name: &str) -> Option<&str> {
         .filter(|stripped| !stripped.ends_with('.'))
 }
 
+/// What a name in the comparable form of `normalize` is as a host name (RFC 1123 §2.1):
+/// labels of letters, digits and hyphens, 1 to 63 long, no hyphen first or last, the
+/// whole at most 253. `_` is not allowed here (it is in `parse`): a HELO names a host,
+/// not a service record. An IDN is judged by its A-labels, after IDNA's mapping; text
+/// IDNA refused keeps non-ASCII characters and so is never a host name.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum HostName {
+    /// Not a host name at all.
+    Invalid,
+    /// One label: `localhost`, `desktop-4f2k`.
+    SingleLabel,
+    /// Two labels or more.
+    Qualified,
+}
+
+pub fn host_name(comparable: &str) -> HostName {
+    let valid_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if comparable.len() > 253 || !comparable.split('.').all(valid_label) {
+        HostName::Invalid
+    } else if comparable.contains('.') {
+        HostName::Qualified
+    } else {
+        HostName::SingleLabel
+    }
+}
+
 /// A name written in `milter.conf`, in its comparable form, or what is wrong with it.
 /// Host names may hold `_` (seen in real HELOs and DNS), but no label may be empty or
 /// longer than 63 octets, and wildcards are not patterns here.

@@ -7,7 +7,7 @@ use crate::{
     judgement::{outcome, Outcome, Would},
     recipient::Recipient,
     ruleset::RuleSet,
-    verdict::{decide, is_own, Connection, Exemption, Rule, TagHeader, Verdict},
+    verdict::{decide, is_own, name_rule, Connection, Exemption, Rule, TagHeader, Verdict},
 };
 use std::{fmt::Write, net::IpAddr};
 
@@ -88,8 +88,24 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
         Some(rule @ Rule::OwnIp(_)) => format!("{} (\"{rule}\"): the HELO is one of this server's own addresses (local address, interface or own_addresses)", rule.name()),
         Some(rule @ Rule::Ip) => format!("{} (\"{rule}\"): the HELO is an IP address instead of a host name", rule.name()),
         Some(rule @ Rule::RcptDomain) => format!("{} (\"{rule}\"): the HELO is the recipient's domain or one of this server's names (own_names, --server-name)", rule.name()),
+        Some(rule @ Rule::Invalid) => format!("{} (\"{rule}\"): the HELO is neither a valid host name (letters, digits, hyphens; labels of 1 to 63; at most 253) nor an IP address", rule.name()),
+        Some(rule @ Rule::NonFqdn) => format!("{} (\"{rule}\"): the HELO is a host name of a single label, not fully qualified", rule.name()),
     };
     let _ = writeln!(out, "rule:      {rule}");
+    if verdict.rule().is_none() {
+        // `decide` passes a HELO that only an opt-in rule no setting turns on matches.
+        if let Some(off) = match &conn.helo {
+            Some(Helo::Name(name)) => name_rule(name),
+            _ => None,
+        } {
+            let setting = ruleset.action_for(&rcpt.domain, off.kind()).1;
+            let _ = writeln!(
+                out,
+                "           ({} would match, but is off: {setting})",
+                off.name()
+            );
+        }
+    }
     if let Some(rule) = verdict.rule() {
         let (action, setting) = ruleset.action_for(&rcpt.domain, rule.kind());
         let _ = writeln!(out, "action:    {action} (from {setting})");

@@ -9,8 +9,9 @@ pub enum Helo {
     /// Text that denotes an IP address, in any of the forms of `ip_text` (bare, as an
     /// address literal, `inet_aton` spellings, with an IPv6 zone), in canonical form.
     Ip(IpAddr),
-    /// Anything else, in the comparable form of `domain::normalize`. Only an exact match
-    /// against a recipient domain or one of the server's own names gives it a meaning.
+    /// Anything else, in the comparable form of `domain::normalize`. An exact match
+    /// against a recipient domain or one of the server's own names gives it a meaning, and
+    /// so, where turned on, does its syntax (`domain::host_name`: invalid, one label).
     Name(String),
 }
 

@@ -418,9 +418,9 @@ mod tests {
         let config = Config::parse("", "test").unwrap();
         let shared = Arc::new(Shared::new(config.ruleset().clone()));
         let text = scrape(shared.clone());
-        // 2 front ends x 4 actions x 3 rules; 2 x 5 exemptions; 2 x 4 session errors.
+        // 2 front ends x 4 actions x 5 rules; 2 x 5 exemptions; 2 x 4 session errors.
         let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
-        assert_eq!(count("bogus_helo_milter_verdicts_total{"), 24, "{text}");
+        assert_eq!(count("bogus_helo_milter_verdicts_total{"), 40, "{text}");
         assert_eq!(count("bogus_helo_milter_exemptions_total{"), 10, "{text}");
         assert_eq!(
             count("bogus_helo_milter_session_errors_total{"),
@@ -436,16 +436,25 @@ mod tests {
             "bogus_helo_milter_verdicts_total{front_end=\"policy\",rule=\"rcpt-domain\",action=\"tag\"} 0\n"
         ));
         assert!(text.contains("# TYPE bogus_helo_milter_rcpt_answer_seconds histogram\n"));
+        assert!(text.contains(
+            "bogus_helo_milter_verdicts_total{front_end=\"milter\",rule=\"non-fqdn\",action=\"reject\"} 0\n"
+        ));
 
         shared
             .stats
             .count(FrontEnd::PolicyService, &Verdict::Tempfail(Rule::Ip));
         shared
             .stats
+            .count(FrontEnd::Milter, &Verdict::Log(Rule::Invalid));
+        shared
+            .stats
             .answer_took(FrontEnd::Milter, Duration::from_micros(30));
         let text = scrape(shared);
         assert!(text.contains(
             "bogus_helo_milter_verdicts_total{front_end=\"policy\",rule=\"ip\",action=\"tempfail\"} 1\n"
+        ));
+        assert!(text.contains(
+            "bogus_helo_milter_verdicts_total{front_end=\"milter\",rule=\"invalid\",action=\"log\"} 1\n"
         ));
         assert!(text.contains(
             "bogus_helo_milter_rcpt_answer_seconds_bucket{front_end=\"milter\",le=\"2.5e-05\"} 0\n"

@@ -65,24 +65,43 @@ impl Display for Action {
     }
 }
 
-/// The three rules by name, as the configuration's `[rules]` tables spell them.
+/// The rules by name, as the configuration's `[rules]` tables spell them, in the order
+/// of precedence: the page's three, then the opt-in ones.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
 pub enum RuleKind {
     OwnIp,
     Ip,
     RcptDomain,
+    Invalid,
+    NonFqdn,
 }
 
 impl RuleKind {
-    pub const ALL: [Self; 3] = [Self::OwnIp, Self::Ip, Self::RcptDomain];
-    pub const NAMES: &'static str = "own-ip, ip or rcpt-domain";
+    pub const ALL: [Self; 5] = [
+        Self::OwnIp,
+        Self::Ip,
+        Self::RcptDomain,
+        Self::Invalid,
+        Self::NonFqdn,
+    ];
+    pub const NAMES: &'static str = "own-ip, ip, rcpt-domain, invalid or non-fqdn";
 
     pub fn name(self) -> &'static str {
         match self {
             Self::OwnIp => "own-ip",
             Self::Ip => "ip",
             Self::RcptDomain => "rcpt-domain",
+            Self::Invalid => "invalid",
+            Self::NonFqdn => "non-fqdn",
         }
+    }
+
+    /// Beyond the page: off until a rule key names the rule. An `action` (top-level or a
+    /// domain's) does not turn it on, so that an existing `action = "reject"` does not
+    /// start refusing `EHLO localhost` after an upgrade; a domain's `action = "off"` still
+    /// turns it off there.
+    pub fn is_opt_in(self) -> bool {
+        matches!(self, Self::Invalid | Self::NonFqdn)
     }
 
     pub fn index(self) -> usize {
@@ -102,7 +121,7 @@ impl FromStr for RuleKind {
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct Actions {
     pub any: Option<Action>,
-    pub per_rule: [Option<Action>; 3],
+    pub per_rule: [Option<Action>; RuleKind::ALL.len()],
 }
 
 impl Actions {
@@ -190,6 +209,8 @@ pub enum Setting<'a> {
     Domain(DomainEntry<'a>),
     Rule(RuleKind),
     TopLevel,
+    /// No rule key names this opt-in rule: it is off.
+    OffByDefault(RuleKind),
 }
 
 /// As the configuration file spells the key: `domains."example.org".rules.own-ip`.
@@ -210,6 +231,7 @@ impl Display for Setting<'_> {
             }
             Self::Rule(rule) => write!(f, "rules.{}", rule.name()),
             Self::TopLevel => f.write_str("action"),
+            Self::OffByDefault(_) => f.write_str("the default (off until a rule key names it)"),
         }
     }
 }
@@ -283,19 +305,25 @@ impl RuleSet {
     /// `.parent` for each parent), each entry's setting for that rule, then its `action`;
     /// then the top-level `[rules]`, then the top-level `action`: a setting an entry leaves
     /// out is inherited from the entry that encloses it, so a per-rule entry for a
-    /// subdomain keeps what its parent entry says about the other rules.
+    /// subdomain keeps what its parent entry says about the other rules. For an opt-in
+    /// rule (`RuleKind::is_opt_in`) an `action` other than `off` is skipped (it would
+    /// turn the rule on), the top-level `action` always, and the default is `off`
+    /// (`Setting::OffByDefault`).
     pub fn action_for<'a>(&'a self, domain: &'a str, rule: RuleKind) -> (Action, Setting<'a>) {
         let r = rule.index();
+        let opt_in = rule.is_opt_in();
         for (entry, actions) in self.domains.enclosing(domain) {
             if let Some(action) = actions.per_rule[r] {
                 return (action, Setting::DomainRule(entry, rule));
             }
-            if let Some(action) = actions.any {
+            // `off` says "do not check this domain": that holds for an opt-in rule too.
+            if let Some(action) = actions.any.filter(|&a| !opt_in || a == Action::Off) {
                 return (action, Setting::Domain(entry));
             }
         }
         match self.actions.per_rule[r] {
             Some(action) => (action, Setting::Rule(rule)),
+            None if opt_in => (Action::Off, Setting::OffByDefault(rule)),
             None => (
                 self.actions.any.unwrap_or(Action::Reject),
                 Setting::TopLevel,

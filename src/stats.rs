@@ -177,6 +177,8 @@ impl Key for RuleKind {
             Self::OwnIp => 0,
             Self::Ip => 1,
             Self::RcptDomain => 2,
+            Self::Invalid => 3,
+            Self::NonFqdn => 4,
         }
     }
 }
@@ -437,21 +439,29 @@ impl Stats {
 }
 
 /// `rejected_own_ip=0 rejected_ip=2 ... exempted_whitelist=1 ... forged_headers_removed=0
-/// tag_unavailable_sessions=0`: the sums over the front ends.
+/// tag_unavailable_sessions=0 rejected_invalid=0 ... tagged_non_fqdn=0`: the sums over the
+/// front ends. The opt-in rules come last, so that the line as it was before them is still
+/// its beginning, byte for byte.
 impl Display for Stats {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let mut sep = "";
-        for outcome in Outcome::ALL {
-            for rule in RuleKind::ALL {
-                let n: u64 = FrontEnd::ALL
-                    .iter()
-                    .map(|&via| self.matched(via, outcome, rule))
-                    .sum();
-                let (outcome, rule) = (outcome.name(), rule.name().replace('-', "_"));
-                write!(f, "{sep}{outcome}_{rule}={n}")?;
-                sep = " ";
+        let matched = |f: &mut Formatter<'_>, opt_in: bool, mut sep: &'static str| {
+            for outcome in Outcome::ALL {
+                for rule in RuleKind::ALL
+                    .into_iter()
+                    .filter(|r| r.is_opt_in() == opt_in)
+                {
+                    let n: u64 = FrontEnd::ALL
+                        .iter()
+                        .map(|&via| self.matched(via, outcome, rule))
+                        .sum();
+                    let (outcome, rule) = (outcome.name(), rule.name().replace('-', "_"));
+                    write!(f, "{sep}{outcome}_{rule}={n}")?;
+                    sep = " ";
+                }
             }
-        }
+            Ok(())
+        };
+        matched(f, false, "")?;
         for exemption in Exemption::ALL {
             let n: u64 = FrontEnd::ALL
                 .iter()
@@ -467,7 +477,8 @@ impl Display for Stats {
             " forged_headers_removed={} tag_unavailable_sessions={}",
             sum(Self::forged_headers),
             sum(Self::tag_unavailable_sessions)
-        )
+        )?;
+        matched(f, true, " ")
     }
 }
 
@@ -490,6 +501,9 @@ mod tests {
         stats.count(milter, &Verdict::Exempt(Rule::Ip, Exemption::Whitelist));
         stats.count(milter, &Verdict::Exempt(Rule::Ip, Exemption::Off));
         stats.count(milter, &Verdict::Pass);
+        stats.count(FrontEnd::PolicyService, &Verdict::Tag(Rule::NonFqdn));
+        stats.count(milter, &Verdict::Reject(Rule::Invalid));
+        stats.count(milter, &Verdict::Reject(Rule::Invalid));
         assert_eq!(
             stats.to_string(),
             "rejected_own_ip=0 rejected_ip=2 rejected_rcpt_domain=0 \
@@ -498,7 +512,9 @@ mod tests {
              tagged_own_ip=0 tagged_ip=0 tagged_rcpt_domain=0 \
              exempted_whitelist=1 exempted_authenticated=0 exempted_trusted=0 \
              exempted_role_account=0 exempted_off=1 \
-             forged_headers_removed=0 tag_unavailable_sessions=0"
+             forged_headers_removed=0 tag_unavailable_sessions=0 \
+             rejected_invalid=2 rejected_non_fqdn=0 tempfailed_invalid=0 tempfailed_non_fqdn=0 \
+             logged_invalid=0 logged_non_fqdn=0 tagged_invalid=0 tagged_non_fqdn=1"
         );
         assert_eq!(
             stats.matched(FrontEnd::PolicyService, Outcome::Rejected, RuleKind::Ip),

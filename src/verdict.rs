@@ -2,9 +2,10 @@
 //! rule set. No I/O here; `judgement` (for both front ends) and `explain` call `decide`.
 
 use crate::{
+    domain::{self, HostName},
     helo::Helo,
     recipient::Recipient,
-    ruleset::{Action, RuleKind, RuleSet},
+    ruleset::{Action, RuleKind, RuleSet, Setting},
 };
 use std::{
     fmt::{self, Display, Formatter},
@@ -34,7 +35,8 @@ impl Connection {
     }
 }
 
-/// The page's three rules, most specific first.
+/// The rules, in the order of precedence: the page's three, most specific first, then the
+/// opt-in ones (`RuleKind::is_opt_in`).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum Rule {
     /// The HELO is one of the receiving server's own addresses: "Hello, I'm you!".
@@ -43,6 +45,10 @@ pub enum Rule {
     Ip,
     /// The HELO is the recipient's domain or one of the server's own names.
     RcptDomain,
+    /// The HELO is neither a host name nor an address (`domain::host_name`).
+    Invalid,
+    /// The HELO is a host name of a single label.
+    NonFqdn,
 }
 
 impl Rule {
@@ -51,6 +57,8 @@ impl Rule {
             Self::OwnIp(_) => RuleKind::OwnIp,
             Self::Ip => RuleKind::Ip,
             Self::RcptDomain => RuleKind::RcptDomain,
+            Self::Invalid => RuleKind::Invalid,
+            Self::NonFqdn => RuleKind::NonFqdn,
         }
     }
 
@@ -67,6 +75,8 @@ impl Display for Rule {
             Self::OwnIp(ip) => write!(f, "bogus helo {ip}"),
             Self::Ip => f.write_str("bogus helo"),
             Self::RcptDomain => f.write_str("bogus helo matches rcpt"),
+            Self::Invalid => f.write_str("bogus helo invalid name"),
+            Self::NonFqdn => f.write_str("bogus helo not fully qualified"),
         }
     }
 }
@@ -144,6 +154,16 @@ pub fn decide(ruleset: &RuleSet, conn: &Connection, rcpt: &Recipient<'_>) -> Ver
     let Some(rule) = match_rule(ruleset, conn, rcpt) else {
         return Verdict::Pass;
     };
+    // An opt-in rule no setting turns on matches nothing: it is neither counted nor logged
+    // as an exemption, so an upgrade changes no counter.
+    if rule.kind().is_opt_in()
+        && matches!(
+            ruleset.action_for(&rcpt.domain, rule.kind()).1,
+            Setting::OffByDefault(_)
+        )
+    {
+        return Verdict::Pass;
+    }
     let exemption = if conn.client.is_some_and(|ip| ruleset.is_trusted(ip)) {
         Some(Exemption::Trusted)
     } else if conn.authenticated && ruleset.skip_authenticated() {
@@ -175,8 +195,23 @@ fn match_rule(ruleset: &RuleSet, conn: &Connection, rcpt: &Recipient<'_>) -> Opt
             let is_own = (!rcpt.domain.is_empty() && *name == rcpt.domain)
                 || conn.server_name.as_deref() == Some(name.as_str())
                 || ruleset.own_names().contains(name);
-            is_own.then_some(Rule::RcptDomain)
+            if is_own {
+                Some(Rule::RcptDomain)
+            } else {
+                name_rule(name)
+            }
         }
+    }
+}
+
+/// The opt-in rule a HELO name (in comparable form) meets, if any, whatever the settings.
+pub fn name_rule(name: &str) -> Option<Rule> {
+    match domain::host_name(name) {
+        // No greeting text at all is not a bogus name (as for the page's rules).
+        _ if name.is_empty() => None,
+        HostName::Invalid => Some(Rule::Invalid),
+        HostName::SingleLabel => Some(Rule::NonFqdn),
+        HostName::Qualified => None,
     }
 }
 
@@ -268,6 +303,11 @@ mod tests {
     /// The rule set of a `milter.conf` with `extra` top-level keys, as an administrator
     /// writes it: the decision is tested through the configuration, not beside it.
     fn ruleset_with(extra: &str) -> RuleSet {
+        ruleset_with_tables(extra, "")
+    }
+
+    /// `ruleset_with`, and `tables` after the domain tables (a table ends at the next).
+    fn ruleset_with_tables(extra: &str, tables: &str) -> RuleSet {
         let text = format!(
             "{extra}
             own_addresses = [\"203.0.113.0/24\", \"2001:db8:25::/64\"]
@@ -279,6 +319,7 @@ mod tests {
             action = \"log\"
             [domains.\"off.example\"]
             action = \"off\"
+            {tables}
             "
         );
         Config::parse(&text, "test").unwrap().ruleset().clone()
@@ -560,6 +601,148 @@ mod tests {
             Verdict::Tag(Rule::RcptDomain)
         );
         assert!(!ruleset().uses_tag());
+    }
+
+    #[test]
+    fn invalid_and_non_fqdn_in_each_form() {
+        let p = ruleset_with_tables("", "[rules]\ninvalid = \"reject\"\nnon-fqdn = \"reject\"");
+        let (inv, one) = (Some(Rule::Invalid), Some(Rule::NonFqdn));
+        let long_label = format!("{}.example", "a".repeat(64));
+        let label_63 = format!("{}.example", "a".repeat(63));
+        // 254 characters: four labels of 62 and one of 2, with their dots.
+        let name_254 = format!("{0}.{0}.{0}.{0}.ab", "b".repeat(62));
+        let name_253 = format!("{0}.{0}.{0}.{0}.a", "b".repeat(62));
+        assert_eq!((name_254.len(), name_253.len()), (254, 253));
+        let cases: [(&str, Option<Rule>); 24] = [
+            ("localhost", one),
+            ("localhost.", one),
+            ("DESKTOP-4F2K", one),
+            ("exa_mple.com", inv),
+            ("-bad.example", inv),
+            ("bad-.example", inv),
+            (&long_label, inv),
+            (&label_63, None),
+            (&name_254, inv),
+            (&name_253, None),
+            ("example.com.", Some(Rule::RcptDomain)),
+            ("client.example.net.", None),
+            ("ex..ample", inv),
+            ("example.net..", inv),
+            (".example.net", inv),
+            ("[192.0.2.9", inv),
+            ("[IPv6:junk]", inv),
+            ("[192.0.2.9]", Some(Rule::Ip)),
+            ("bücher.example", None),
+            ("BÜCHER", one),
+            ("foo bar.example", inv),
+            (" ", inv),
+            ("", None),
+            ("1.2.3.4.5", None),
+        ];
+        for (helo, rule) in cases {
+            let expected = rule.map_or(Verdict::Pass, Verdict::Reject);
+            assert_eq!(
+                judge(&p, &conn(helo), "<user@example.com>"),
+                expected,
+                "{helo:?}"
+            );
+        }
+        // The page's rule first: a recipient domain of one label is rcpt-domain.
+        assert_eq!(
+            judge(&p, &conn("localhost"), "u@localhost"),
+            Verdict::Reject(Rule::RcptDomain)
+        );
+    }
+
+    #[test]
+    fn invalid_and_non_fqdn_are_off_until_a_rule_key_names_them() {
+        // Neither the top-level action nor a domain's turns them on.
+        let p = ruleset_with("action = \"reject\"");
+        for helo in ["localhost", "exa_mple.com"] {
+            assert_eq!(judge(&p, &conn(helo), "u@example.com"), Verdict::Pass);
+            assert_eq!(judge(&p, &conn(helo), "u@tempfail.example"), Verdict::Pass);
+        }
+        // ... but a domain's `off` turns them off.
+        let on = ruleset_with_tables("", "[rules]\nnon-fqdn = \"reject\"");
+        assert_eq!(
+            judge(&on, &conn("localhost"), "u@off.example"),
+            Verdict::Exempt(Rule::NonFqdn, Exemption::Off)
+        );
+        assert_eq!(
+            judge(&on, &conn("localhost"), "u@log.example"),
+            Verdict::Reject(Rule::NonFqdn)
+        );
+        let (action, setting) = p.action_for("example.com", RuleKind::NonFqdn);
+        assert_eq!(
+            format!("{action} {setting}"),
+            "off the default (off until a rule key names it)"
+        );
+        // A domain's rule key turns a rule on for that domain only, with every action;
+        // the exemptions apply as to every rule.
+        let p = ruleset_with_tables(
+            "",
+            "[rules]
+            invalid = \"log\"
+            [domains.\"tag.example\".rules]
+            non-fqdn = \"tag\"
+            [domains.\"tf.example\".rules]
+            non-fqdn = \"tempfail\"
+            [domains.\"no.example\".rules]
+            invalid = \"off\"",
+        );
+        let c = conn("desktop-4f2k");
+        assert_eq!(judge(&p, &c, "u@example.com"), Verdict::Pass);
+        assert_eq!(judge(&p, &c, "u@tag.example"), Verdict::Tag(Rule::NonFqdn));
+        assert_eq!(
+            judge(&p, &c, "u@tf.example"),
+            Verdict::Tempfail(Rule::NonFqdn)
+        );
+        assert_eq!(
+            judge(&p, &c, "private@tag.example"),
+            Verdict::Tag(Rule::NonFqdn),
+            "the whitelist names private@example.com only"
+        );
+        let bad = conn("exa_mple.com");
+        assert_eq!(
+            judge(&p, &bad, "u@example.com"),
+            Verdict::Log(Rule::Invalid)
+        );
+        assert_eq!(
+            judge(&p, &bad, "u@tag.example"),
+            Verdict::Log(Rule::Invalid)
+        );
+        assert_eq!(
+            judge(&p, &bad, "u@no.example"),
+            Verdict::Exempt(Rule::Invalid, Exemption::Off)
+        );
+        assert_eq!(
+            judge(&p, &bad, "private@example.com"),
+            Verdict::Exempt(Rule::Invalid, Exemption::Whitelist)
+        );
+        let auth = Connection {
+            authenticated: true,
+            ..bad.clone()
+        };
+        assert_eq!(
+            judge(&p, &auth, "u@example.com"),
+            Verdict::Exempt(Rule::Invalid, Exemption::Authenticated)
+        );
+        let trusted = Connection {
+            client: Some("127.0.0.1".parse().unwrap()),
+            ..c.clone()
+        };
+        assert_eq!(
+            judge(&p, &trusted, "u@tag.example"),
+            Verdict::Exempt(Rule::NonFqdn, Exemption::Trusted)
+        );
+        assert_eq!(
+            Reply::new(Rule::Invalid, true, None).to_string(),
+            "550 5.7.1 bogus helo invalid name"
+        );
+        assert_eq!(
+            Reply::new(Rule::NonFqdn, false, Some("https://x.example/h")).to_string(),
+            "450 4.7.1 bogus helo not fully qualified https://x.example/h"
+        );
     }
 
     #[test]

@@ -522,6 +522,28 @@ fn unix_socket_settings_are_checked() {
     );
 }
 
+/// What `explain` prints for `helo` and `rcpt` from client 198.51.100.7, which reached
+/// 192.0.2.25.
+fn explain_with(config: &str, helo: &str, rcpt: &str) -> String {
+    let r = run(
+        config,
+        &[
+            "explain",
+            "--helo",
+            helo,
+            "--rcpt",
+            rcpt,
+            "--client",
+            "198.51.100.7",
+            "--local",
+            "192.0.2.25",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout
+}
+
 /// Per-rule actions (issue 14): `explain` names the setting that decided, `-t` prints the
 /// effective table, and a rule that does not exist is an error.
 #[test]
@@ -535,24 +557,7 @@ action = "log"
 own-ip = "reject"
 rcpt-domain = "tag"
 "#;
-    let explain = |helo: &str, rcpt: &str| {
-        run(
-            config,
-            &[
-                "explain",
-                "--helo",
-                helo,
-                "--rcpt",
-                rcpt,
-                "--client",
-                "198.51.100.7",
-                "--local",
-                "192.0.2.25",
-            ],
-            &[],
-        )
-        .stdout
-    };
+    let explain = |helo: &str, rcpt: &str| explain_with(config, helo, rcpt);
     for (helo, rcpt, action, verdict) in [
         ("[192.0.2.9]", "u@example.com", "tempfail (from rules.ip)", "tempfail"),
         ("[192.0.2.9]", "u@example.org", "log (from domains.\"example.org\".action)", "accept, log only"),
@@ -575,9 +580,9 @@ rcpt-domain = "tag"
     for line in [
         "\n[rules]\nip = \"tempfail\"\n",
         "\n[domains.\"example.org\".rules]\nown-ip = \"reject\"\nrcpt-domain = \"tag\"\n",
-        "# effective actions          own-ip     ip         rcpt-domain\n",
-        "#   (other domains)            reject     tempfail   reject\n",
-        "#   example.org                reject     log        tag\n",
+        "# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn\n",
+        "#   (other domains)            reject     tempfail   reject      off        off\n",
+        "#   example.org                reject     log        tag         off        off\n",
     ] {
         assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
     }
@@ -585,7 +590,7 @@ rcpt-domain = "tag"
     for (config, message) in [
         (
             "[rules]\nip-literal = \"log\"",
-            "FILE: rules.ip-literal = \"log\": no such rule; the rules are own-ip, ip or rcpt-domain",
+            "FILE: rules.ip-literal = \"log\": no such rule; the rules are own-ip, ip, rcpt-domain, invalid or non-fqdn",
         ),
         (
             "[domains.\"x.example\".rules]\nownip = \"log\"",
@@ -987,4 +992,93 @@ fn own_interfaces_false_leaves_the_interfaces_out() {
     let bad = run("own_interfaces = \"no\"\n", &["-t"], &[]);
     assert_eq!(bad.code, 2, "{}", bad.stdout);
     assert!(bad.stderr.contains("own_interfaces"), "{}", bad.stderr);
+}
+
+/// The opt-in rules (issue 21): `explain` names the setting that turned one on, or says it
+/// is off by default; `-t` shows them in the effective table, off until a rule key names
+/// them, whatever `action` says.
+#[test]
+fn invalid_and_non_fqdn_are_explained_and_shown() {
+    let config = r#"action = "reject"
+[rules]
+invalid = "tempfail"
+[domains."example.org"]
+action = "log"
+[domains."example.org".rules]
+non-fqdn = "reject"
+[domains."off.example"]
+action = "off"
+"#;
+    let explain = |helo: &str, rcpt: &str| explain_with(config, helo, rcpt);
+    for (helo, rcpt, lines) in [
+        (
+            "exa_mple.com",
+            "u@example.com",
+            &[
+                "rule:      invalid (\"bogus helo invalid name\"): ",
+                "action:    tempfail (from rules.invalid)\n",
+                "reply:     450 4.7.1 bogus helo invalid name\n",
+            ][..],
+        ),
+        (
+            "exa_mple.com",
+            "u@example.org",
+            &["action:    tempfail (from rules.invalid)\n"][..],
+        ),
+        (
+            "DESKTOP-4F2K",
+            "u@example.org",
+            &[
+                "rule:      non-fqdn (\"bogus helo not fully qualified\"): ",
+                "action:    reject (from domains.\"example.org\".rules.non-fqdn)\n",
+                "reply:     550 5.7.1 bogus helo not fully qualified\n",
+            ][..],
+        ),
+        (
+            "DESKTOP-4F2K",
+            "u@example.com",
+            &[
+                "(non-fqdn would match, but is off: the default (off until a rule key names it))\n",
+                "verdict:   accept\n",
+            ][..],
+        ),
+        (
+            "exa_mple.com",
+            "u@off.example",
+            &[
+                "action:    off (from domains.\"off.example\".action)\n",
+                "verdict:   accept, exempt: the action for this rule and recipient is off\n",
+            ][..],
+        ),
+        (
+            "[192.0.2.9",
+            "u@example.com",
+            &["reply:     450 4.7.1 bogus helo invalid name\n"][..],
+        ),
+        (
+            "mail.example.net",
+            "u@example.com",
+            &["rule:      none", "verdict:   accept\n"][..],
+        ),
+    ] {
+        let out = explain(helo, rcpt);
+        for line in lines {
+            assert!(out.contains(line), "{helo} {rcpt}: {line:?} in:\n{out}");
+        }
+    }
+    assert!(!explain("mail.example.net", "u@example.com").contains("would match"));
+
+    let r = run(config, &["-t"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for line in [
+        "\n[rules]\ninvalid = \"tempfail\"\n",
+        "\n[domains.\"example.org\".rules]\nnon-fqdn = \"reject\"\n",
+        "#   (other domains)            reject     reject     reject      tempfail   off\n",
+        "#   example.org                log        log        log         tempfail   reject\n",
+        "#   off.example                off        off        off         off        off\n",
+        "non-fqdn the default (off until a rule key names it)",
+        "invalid domains.\"off.example\".action",
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
+    }
 }

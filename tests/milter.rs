@@ -917,3 +917,88 @@ ip = "reject"
         milter.log()
     );
 }
+
+/// The opt-in rules: on only where a rule key names them, per recipient, with the
+/// whitelist, an `off` domain and a logging domain in one transaction.
+#[tokio::test]
+async fn invalid_and_non_fqdn_per_recipient() {
+    let milter = Milter::start(&format!(
+        "{BASE}
+action = \"reject\"
+[rules]
+invalid = \"reject\"
+non-fqdn = \"tempfail\"
+[domains.\"off.example\".rules]
+invalid = \"off\"
+non-fqdn = \"off\"
+[domains.\"log.example\".rules]
+non-fqdn = \"log\""
+    ));
+    let mut conn = session(&milter, [198, 51, 100, 7], Some("DESKTOP-4F2K")).await;
+    conn.mail(["<a@example.org>"]).await.unwrap();
+    assert_eq!(
+        rcpt(&mut conn, "u@example.com").await,
+        tempfail("bogus helo not fully qualified")
+    );
+    assert_eq!(
+        rcpt(&mut conn, "private@example.com").await,
+        Status::Continue
+    );
+    assert_eq!(rcpt(&mut conn, "u@off.example").await, Status::Continue);
+    assert_eq!(rcpt(&mut conn, "u@log.example").await, Status::Continue);
+    conn.close().await.unwrap();
+    assert!(milter.wait_for_log(
+        "action=log rule=non-fqdn client=198.51.100.7 helo=\"DESKTOP-4F2K\" rcpt=\"u@log.example\"",
+        Duration::from_secs(5)
+    ), "{}", milter.log());
+
+    for (helo, expected) in [
+        ("exa_mple.com", reject("bogus helo invalid name")),
+        ("[192.0.2.9", reject("bogus helo invalid name")),
+        ("-bad.example", reject("bogus helo invalid name")),
+        ("localhost", tempfail("bogus helo not fully qualified")),
+        ("bücher.example", Status::Continue),
+        ("client.example.net.", Status::Continue),
+        // The page's rule first.
+        ("[192.0.2.9]", reject("bogus helo")),
+    ] {
+        assert_eq!(
+            verdict(&milter, helo, "u@example.com").await,
+            expected,
+            "{helo}"
+        );
+    }
+
+    // An authenticated client never meets them.
+    let mut conn = session(&milter, [198, 51, 100, 7], Some("localhost")).await;
+    conn.macros(MacroStage::Mail, [("{auth_authen}", "alice")])
+        .await
+        .unwrap();
+    conn.mail(["<alice@example.org>"]).await.unwrap();
+    assert_eq!(rcpt(&mut conn, "u@example.com").await, Status::Continue);
+    conn.close().await.unwrap();
+}
+
+/// An existing `action = "reject"` does not turn the opt-in rules on.
+#[tokio::test]
+async fn invalid_and_non_fqdn_are_off_until_configured() {
+    let milter = Milter::start(&format!(
+        "{BASE}
+action = \"reject\"
+[domains.\"example.com\"]
+action = \"tempfail\""
+    ));
+    for helo in ["localhost", "DESKTOP-4F2K", "exa_mple.com", "[192.0.2.9"] {
+        for to in ["u@example.com", "u@example.org"] {
+            assert_eq!(
+                verdict(&milter, helo, to).await,
+                Status::Continue,
+                "{helo} {to}"
+            );
+        }
+    }
+    assert_eq!(
+        verdict(&milter, "[192.0.2.9]", "u@example.com").await,
+        tempfail("bogus helo")
+    );
+}

@@ -136,6 +136,25 @@ action = \"off\"
 /// HELO, recipient, attributes that differ from [`rcpt_request`]'s, expected answer.
 type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], String);
 
+/// Asks each case on `client`'s connection and reports every answer that differs.
+fn expect_answers(client: &mut Client, cases: &[Case], service: &Milter) {
+    let mut problems = Vec::new();
+    for (helo, rcpt, overrides, expected) in cases {
+        let answer = client.ask(&rcpt_request(helo, rcpt, overrides));
+        if answer != *expected {
+            problems.push(format!(
+                "HELO {helo:?} RCPT {rcpt:?} {overrides:?}: expected {expected:?}, got {answer:?}"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        service.log()
+    );
+}
+
 #[test]
 fn each_rule_exemption_and_action_on_one_connection() {
     let service = Milter::start_policy(BASE, false);
@@ -212,21 +231,7 @@ fn each_rule_exemption_and_action_on_one_connection() {
         ("[198.51.100.9]", "u@log.example", &[], DUNNO.into()),
         ("[198.51.100.9]", "u@off.example", &[], DUNNO.into()),
     ];
-    let mut problems = Vec::new();
-    for (helo, rcpt, overrides, expected) in cases {
-        let answer = client.ask(&rcpt_request(helo, rcpt, overrides));
-        if answer != *expected {
-            problems.push(format!(
-                "HELO {helo:?} RCPT {rcpt:?} {overrides:?}: expected {expected:?}, got {answer:?}"
-            ));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        service.log()
-    );
+    expect_answers(&mut client, cases, &service);
 
     let log = service.log();
     assert!(
@@ -875,4 +880,74 @@ fn policy_service_on_a_unix_socket() {
     .unwrap();
     assert!(child.wait().unwrap().success());
     assert!(!path.exists(), "the socket file was left behind");
+}
+
+/// The opt-in rules over the policy service: per recipient, with the whitelist, an `off`
+/// domain, a per-domain rule key and the exemptions; off where no rule key names them.
+#[test]
+fn invalid_and_non_fqdn_per_recipient() {
+    let service = Milter::start_policy(
+        &format!(
+            "{BASE}
+[rules]
+invalid = \"reject\"
+non-fqdn = \"tempfail\"
+[domains.\"tag.example\".rules]
+non-fqdn = \"tag\""
+        ),
+        false,
+    );
+    let mut client = Client::connect(service.addr());
+    let invalid = "action=550 5.7.1 bogus helo invalid name";
+    let non_fqdn = "action=450 4.7.1 bogus helo not fully qualified";
+    let cases: &[Case] = &[
+        ("exa_mple.com", "u@example.com", &[], invalid.into()),
+        ("[192.0.2.9", "u@example.com", &[], invalid.into()),
+        ("ex..ample", "u@example.com", &[], invalid.into()),
+        ("DESKTOP-4F2K", "u@example.com", &[], non_fqdn.into()),
+        ("localhost", "u@tempfail.example", &[], non_fqdn.into()),
+        ("localhost", "private@example.com", &[], DUNNO.into()),
+        ("localhost", "u@off.example", &[], DUNNO.into()),
+        ("localhost", "u@log.example", &[], non_fqdn.into()),
+        (
+            "localhost",
+            "u@tag.example",
+            &[],
+            "action=PREPEND X-Bogus-HELO: rule=non-fqdn helo=\"localhost\" client=198.51.100.7"
+                .into(),
+        ),
+        (
+            "localhost",
+            "u@example.com",
+            &[("sasl_username", "alice")],
+            DUNNO.into(),
+        ),
+        (
+            "exa_mple.com",
+            "u@example.com",
+            &[("client_address", "10.1.2.3")],
+            DUNNO.into(),
+        ),
+        ("bücher.example", "u@example.com", &[], DUNNO.into()),
+        ("", "u@example.com", &[], DUNNO.into()),
+    ];
+    expect_answers(&mut client, cases, &service);
+    let log = service.log();
+    assert!(
+        log.contains("action=reject rule=invalid client=198.51.100.7 helo=\"exa_mple.com\" rcpt=\"u@example.com\" reply=\"550 5.7.1 bogus helo invalid name\" via=policy"),
+        "{log}"
+    );
+    service.signal(Signal::SIGUSR1);
+    assert!(
+        service.wait_for_log(" rejected_invalid=3 rejected_non_fqdn=0 tempfailed_invalid=0 tempfailed_non_fqdn=3 logged_invalid=0 logged_non_fqdn=0 tagged_invalid=0 tagged_non_fqdn=1\n", Duration::from_secs(5)),
+        "{}",
+        service.log()
+    );
+
+    // Without a rule key they are off, whatever `action` says.
+    let off = Milter::start_policy("action = \"reject\"\n", false);
+    let mut client = Client::connect(off.addr());
+    for helo in ["localhost", "exa_mple.com"] {
+        assert_eq!(client.ask(&rcpt_request(helo, "u@example.com", &[])), DUNNO);
+    }
 }

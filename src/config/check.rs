@@ -182,8 +182,8 @@ impl Check<'_> {
         &self,
         prefix: &str,
         rules: &BTreeMap<String, String>,
-    ) -> Result<[Option<Action>; 3], ConfigError> {
-        let mut per_rule = [None; 3];
+    ) -> Result<[Option<Action>; RuleKind::ALL.len()], ConfigError> {
+        let mut per_rule = [None; RuleKind::ALL.len()];
         for (name, value) in rules {
             let key = format!("{prefix}.{name}");
             let rule = name.parse::<RuleKind>().map_err(|()| {

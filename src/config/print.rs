@@ -118,7 +118,7 @@ fn tables(out: &mut String, p: &RuleSet) -> Vec<(String, Actions)> {
 }
 
 /// A `[rules]` table, when it sets any rule.
-fn rule_table(out: &mut String, header: &str, per_rule: &[Option<Action>; 3]) {
+fn rule_table(out: &mut String, header: &str, per_rule: &[Option<Action>; RuleKind::ALL.len()]) {
     if per_rule.iter().any(Option::is_some) {
         let _ = writeln!(out, "\n[{header}]");
         for rule in RuleKind::ALL {
@@ -133,7 +133,7 @@ fn rule_table(out: &mut String, header: &str, per_rule: &[Option<Action>; 3]) {
 fn effective_actions(out: &mut String, p: &RuleSet, domains: &[(String, Actions)]) {
     let _ = writeln!(
         out,
-        "\n# effective actions          own-ip     ip         rcpt-domain"
+        "\n# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn"
     );
     // A `.parent` entry applies to the domains below it: show one of them.
     let mut rows = vec![("(other domains)".to_string(), String::new())];
@@ -146,8 +146,8 @@ fn effective_actions(out: &mut String, p: &RuleSet, domains: &[(String, Actions)
         (sample, rcpt_domain)
     }));
     for (label, domain) in &rows {
-        let [a, b, c] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
-        let _ = writeln!(out, "#   {label:<26} {a:<10} {b:<10} {c}");
+        let [a, b, c, d, e] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
+        let _ = writeln!(out, "#   {label:<26} {a:<10} {b:<10} {c:<11} {d:<10} {e}");
     }
     // Which setting decides each cell, inherited ones included: why a row says what it says.
     let _ = writeln!(

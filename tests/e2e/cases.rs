@@ -12,7 +12,8 @@ use std::time::Duration;
 
 pub use crate::{
     drain::stop_drains_whole_sessions, forged::forged_headers_removed,
-    macros_seen::macros_and_helo_calls, percent::percent_in_reply_text,
+    macros_seen::macros_and_helo_calls, opt_in::invalid_and_non_fqdn,
+    percent::percent_in_reply_text,
 };
 
 const BOGUS: &str = "550 5.7.1 bogus helo";

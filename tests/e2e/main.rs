@@ -19,6 +19,7 @@ mod drain;
 mod faults;
 mod forged;
 mod macros_seen;
+mod opt_in;
 mod percent;
 mod policy;
 mod prometheus;
@@ -64,4 +65,5 @@ both_mtas!(
     per_rule_actions_and_tag,
     forged_headers_removed,
     stop_drains_whole_sessions,
+    invalid_and_non_fqdn,
 );

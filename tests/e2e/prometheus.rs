@@ -103,8 +103,8 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
         return;
     }
     let series_counts = [
-        // 2 front ends × 3 rules × 4 actions.
-        ("count(bogus_helo_milter_verdicts_total)", 24.0),
+        // 2 front ends × 5 rules × 4 actions.
+        ("count(bogus_helo_milter_verdicts_total)", 40.0),
         ("sum(bogus_helo_milter_verdicts_total)", 0.0),
         // 2 front ends × 5 reasons.
         ("count(bogus_helo_milter_exemptions_total)", 10.0),
