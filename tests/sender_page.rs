@@ -17,9 +17,14 @@ fn read(relative: &str) -> String {
 /// environment).
 fn reply(action: &str, helo: &str, rcpt: &str) -> String {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("milter.conf.example");
+    reply_under(&shipped, action, helo, rcpt)
+}
+
+/// The same under the configuration file `config`.
+fn reply_under(config: &Path, action: &str, helo: &str, rcpt: &str) -> String {
     let out = Command::new(BIN)
         .arg("-c")
-        .arg(shipped)
+        .arg(config)
         .args(["explain", "--helo", helo, "--rcpt", rcpt])
         .args(["--client", "198.51.100.7", "--local", "192.0.2.25"])
         .env("BOGUS_HELO_MILTER_ACTION", action)
@@ -92,23 +97,27 @@ fn the_page_explains_each_reply_the_binary_gives() {
 
 #[test]
 fn the_page_explains_the_replies_of_the_opt_in_rules() {
-    // Issue 21's reply texts, which the binary does not give yet.
-    for (reply, anchor) in [
-        (
-            "550 5.7.1 bogus helo invalid name",
-            "bogus-helo-invalid-name",
-        ),
-        (
-            "550 5.7.1 bogus helo not fully qualified",
-            "bogus-helo-not-fully-qualified",
-        ),
-        (
-            "550 5.7.1 bogus helo unknown host",
-            "bogus-helo-unknown-host",
-        ),
+    // The opt-in rules the binary has, turned on as an administrator would.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.conf");
+    fs::write(
+        &config,
+        "[rules]\ninvalid = \"reject\"\nnon-fqdn = \"reject\"\n",
+    )
+    .unwrap();
+    for (helo, anchor) in [
+        ("exa_mple.com", "bogus-helo-invalid-name"),
+        ("DESKTOP-4F2K", "bogus-helo-not-fully-qualified"),
     ] {
-        assert_explained(reply, anchor);
+        let reply = reply_under(&config, "reject", helo, "info@example.com");
+        assert!(reply.starts_with("550 "), "{helo}: {reply}");
+        assert_explained(&reply, anchor);
     }
+    // Issue 21's text for the DNS rule, which the binary does not give yet.
+    assert_explained(
+        "550 5.7.1 bogus helo unknown host",
+        "bogus-helo-unknown-host",
+    );
 }
 
 #[test]
