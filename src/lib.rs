@@ -11,6 +11,7 @@
 pub mod address_set;
 pub mod config;
 pub mod delegation;
+pub mod dns;
 pub mod domain;
 pub mod explain;
 pub mod helo;

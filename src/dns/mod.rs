@@ -1,0 +1,30 @@
+//! DNS facts about a HELO name, gathered for the rules `unknown` and `mismatch`: the answers
+//! (`answer`, pure, what `verdict` reads), the lookup seam (`Lookup`, as viaspf's `Lookup`
+//! under spf-milter's resolver), and the machinery both front ends call to ask.
+
+pub mod answer;
+
+pub use answer::{Answer, Failure, HeloDns, RecordType};
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+/// One answer as a server gave it, with how long it may be cached.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Fetched {
+    pub answer: Answer,
+    /// The record's TTL, or for NXDOMAIN and NODATA the SOA's negative TTL; zero for a
+    /// failure (never cached).
+    pub ttl: Duration,
+}
+
+/// Where answers come from: hickory-resolver in the binary, an in-memory table in a test.
+pub trait Lookup: Send + Sync {
+    /// Asks `name` (in the form of `domain::normalize`, asked as fully qualified: no search
+    /// list) for records of `record`. Gives up after `timeout` with `Failure::Timeout`.
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        record: RecordType,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Fetched> + Send + 'a>>;
+}
