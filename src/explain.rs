@@ -44,6 +44,7 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
             .as_deref()
             .map(|name| domain::normalize(name).into_owned()),
         authenticated: q.auth.as_deref().is_some_and(|a| !a.is_empty()),
+        dns: None,
     };
     let mut conn = conn;
     for &ip in &q.local {

@@ -2,6 +2,7 @@
 //! rule set. No I/O here; `judgement` (for both front ends) and `explain` call `decide`.
 
 use crate::{
+    dns::HeloDns,
     domain::{self, HostName},
     helo::Helo,
     recipient::Recipient,
@@ -23,6 +24,9 @@ pub struct Connection {
     /// The MTA's own host name (`j`), in the form of `domain::normalize`.
     pub server_name: Option<String>,
     pub authenticated: bool,
+    /// The DNS answers about the HELO name, where a DNS rule needed them and they were
+    /// asked (never for an address, a trusted client or an authenticated one).
+    pub dns: Option<HeloDns>,
 }
 
 impl Connection {

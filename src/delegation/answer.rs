@@ -59,6 +59,7 @@ impl Service {
             local: Vec::new(),
             server_name: self.shared.host_name().map(|name| name.to_string()),
             authenticated: !request.sasl_username.is_empty(),
+            dns: None,
         };
         if let Some(ip) = parse_macro_ip(&request.server_address) {
             conn.add_local(ip);
