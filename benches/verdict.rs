@@ -44,6 +44,7 @@ fn connection(helo: &str) -> Connection {
         local: vec!["192.0.2.25".parse().unwrap()],
         server_name: Some("mx.example.com".into()),
         authenticated: false,
+        dns: None,
     }
 }
 

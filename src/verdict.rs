@@ -343,6 +343,7 @@ mod tests {
             ],
             server_name: Some("mx.example.com".into()),
             authenticated: false,
+            dns: None,
         }
     }
 
