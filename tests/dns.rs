@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::dns_server::{self, rcode, udp_query, FakeDns, Nsd};
+use bogus_helo_milter::dns::{hickory::Hickory, Answer, Failure, Fetched, Lookup, RecordType};
+use common::dns_server::{self, names, rcode, udp_query, FakeDns, Nsd};
 use std::time::Duration;
 
 fn nsd_here() -> bool {
@@ -30,4 +31,121 @@ fn the_test_servers_answer_as_written() {
     let reply = udp_query(servfail.addr, "a-only.helo.test", 1, wait).expect("an answer");
     assert_eq!(rcode(&reply), Some(2));
     assert_eq!(&reply[..2], &[0x42, 0x42], "the query's ID");
+}
+
+/// Asks `name` for `record` through the real lookup (hickory) at `server`.
+fn ask(server: std::net::SocketAddr, name: &str, record: RecordType, timeout: Duration) -> Fetched {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let hickory = Hickory::new(&[server], timeout).expect("a resolver");
+        hickory.lookup(name, record, timeout).await
+    })
+}
+
+fn ips(list: &[&str]) -> Answer {
+    Answer::Addresses(list.iter().map(|ip| ip.parse().expect("an IP")).collect())
+}
+
+fn fetched(answer: Answer, ttl: u64) -> Fetched {
+    Fetched {
+        answer,
+        ttl: Duration::from_secs(ttl),
+    }
+}
+
+/// Every case of the zone, each question: what NSD serves, as the lookup maps it. The
+/// TTLs: 60 s ($TTL), 1 s (`short`), and 5 s for NXDOMAIN and NODATA (the SOA minimum).
+#[test]
+fn hickory_maps_every_answer_of_the_zone() {
+    if !nsd_here() {
+        return;
+    }
+    let nsd = Nsd::start();
+    use RecordType::{Aaaa, Mx, A};
+    let exchanges = |list: &[&str]| Answer::Exchanges(list.iter().map(|s| s.to_string()).collect());
+    let cases = [
+        (names::A_ONLY, A, fetched(ips(&["192.0.2.10"]), 60)),
+        (names::A_ONLY, Aaaa, fetched(Answer::NoData, 5)),
+        (names::A_ONLY, Mx, fetched(Answer::NoData, 5)),
+        (names::AAAA_ONLY, A, fetched(Answer::NoData, 5)),
+        (names::AAAA_ONLY, Aaaa, fetched(ips(&["2001:db8::10"]), 60)),
+        (names::MX_ONLY, A, fetched(Answer::NoData, 5)),
+        (
+            names::MX_ONLY,
+            Mx,
+            fetched(exchanges(&["mx.example.net"]), 60),
+        ),
+        (names::TXT_ONLY, A, fetched(Answer::NoData, 5)),
+        (names::TXT_ONLY, Aaaa, fetched(Answer::NoData, 5)),
+        (names::TXT_ONLY, Mx, fetched(Answer::NoData, 5)),
+        (names::CLIENT, A, fetched(ips(&["198.51.100.7"]), 60)),
+        (names::CLIENT, Aaaa, fetched(Answer::NoData, 5)),
+        (
+            names::CLIENT,
+            Mx,
+            fetched(exchanges(&["mx.example.net"]), 60),
+        ),
+        (names::CLIENT6, A, fetched(Answer::NoData, 5)),
+        (names::CLIENT6, Aaaa, fetched(ips(&["2001:db8::7"]), 60)),
+        (names::OTHER, Aaaa, fetched(ips(&["2001:db8::20"]), 60)),
+        (names::SHORT, A, fetched(ips(&["192.0.2.30"]), 1)),
+        (names::MISSING, A, fetched(Answer::NxDomain, 5)),
+        (names::MISSING, Aaaa, fetched(Answer::NxDomain, 5)),
+        (names::MISSING, Mx, fetched(Answer::NxDomain, 5)),
+        // Asked as given, fully qualified: a trailing dot changes nothing.
+        ("a-only.helo.test.", A, fetched(ips(&["192.0.2.10"]), 60)),
+    ];
+    let timeout = Duration::from_secs(10);
+    for (name, record, expected) in cases {
+        assert_eq!(
+            ask(nsd.addr, name, record, timeout),
+            expected,
+            "{name} {record:?}"
+        );
+    }
+    // Two A records, in either order.
+    let mut other = ask(nsd.addr, names::OTHER, A, timeout);
+    if let Answer::Addresses(list) = &mut other.answer {
+        list.sort();
+    }
+    assert_eq!(other, fetched(ips(&["192.0.2.20", "192.0.2.21"]), 60));
+}
+
+#[test]
+fn a_server_that_never_answers_is_a_timeout() {
+    let silent = FakeDns::silent();
+    for record in RecordType::ALL {
+        let got = ask(
+            silent.addr,
+            names::A_ONLY,
+            record,
+            Duration::from_millis(300),
+        );
+        assert_eq!(
+            got,
+            fetched(Answer::Failed(Failure::Timeout), 0),
+            "{record:?}"
+        );
+    }
+}
+
+#[test]
+fn a_servfail_is_a_failure() {
+    let servfail = FakeDns::servfail();
+    for record in RecordType::ALL {
+        let got = ask(
+            servfail.addr,
+            names::A_ONLY,
+            record,
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            got,
+            fetched(Answer::Failed(Failure::ServFail), 0),
+            "{record:?}"
+        );
+    }
 }

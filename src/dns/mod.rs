@@ -3,6 +3,7 @@
 //! under spf-milter's resolver), and the machinery both front ends call to ask.
 
 pub mod answer;
+pub mod hickory;
 
 pub use answer::{Answer, Failure, HeloDns, RecordType};
 
