@@ -4,9 +4,13 @@
 
 mod common;
 
-use bogus_helo_milter::dns::{hickory::Hickory, Answer, Failure, Fetched, Lookup, RecordType};
+use bogus_helo_milter::dns::{
+    counters::{DnsLookups, LookupResult},
+    hickory::Hickory,
+    Answer, Failure, Fetched, HeloDns, Lookup, RecordType, Resolver,
+};
 use common::dns_server::{self, names, rcode, udp_query, FakeDns, Nsd};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 fn nsd_here() -> bool {
     common::dependency(dns_server::nsd_available(), "nsd", dns_server::INSTALL_NSD)
@@ -148,4 +152,144 @@ fn a_servfail_is_a_failure() {
             "{record:?}"
         );
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn resolver_at(server: std::net::SocketAddr, timeout: Duration) -> (Resolver, Arc<DnsLookups>) {
+    let counters = Arc::new(DnsLookups::default());
+    let hickory = Hickory::new(&[server], timeout).expect("a resolver");
+    (
+        Resolver::new(Arc::new(hickory), timeout, counters.clone()),
+        counters,
+    )
+}
+
+fn helo_dns(a: Answer, aaaa: Answer, mx: Answer) -> HeloDns {
+    HeloDns { a, aaaa, mx }
+}
+
+/// The resolver both front ends call, against NSD: the three answers about each name of
+/// the zone, each lookup counted by result, a second ask answered from the cache.
+#[test]
+fn the_resolver_asks_nsd_and_keeps_answers_within_their_ttl() {
+    if !nsd_here() {
+        return;
+    }
+    let nsd = Nsd::start();
+    let long = Duration::from_secs(10);
+    let (resolver, counters) = resolver_at(nsd.addr, long);
+    let mx = || Answer::Exchanges(vec!["mx.example.net".into()]);
+    let cases = [
+        (
+            names::A_ONLY,
+            helo_dns(ips(&["192.0.2.10"]), Answer::NoData, Answer::NoData),
+        ),
+        (
+            names::AAAA_ONLY,
+            helo_dns(Answer::NoData, ips(&["2001:db8::10"]), Answer::NoData),
+        ),
+        (
+            names::MX_ONLY,
+            helo_dns(Answer::NoData, Answer::NoData, mx()),
+        ),
+        (
+            names::TXT_ONLY,
+            helo_dns(Answer::NoData, Answer::NoData, Answer::NoData),
+        ),
+        (
+            names::CLIENT,
+            helo_dns(ips(&["198.51.100.7"]), Answer::NoData, mx()),
+        ),
+        (
+            names::CLIENT6,
+            helo_dns(Answer::NoData, ips(&["2001:db8::7"]), Answer::NoData),
+        ),
+        (
+            names::MISSING,
+            helo_dns(Answer::NxDomain, Answer::NxDomain, Answer::NxDomain),
+        ),
+    ];
+    runtime().block_on(async {
+        for (name, expected) in &cases {
+            assert_eq!(resolver.start(name).wait(long).await, *expected, "{name}");
+        }
+        // 7 names x 3 questions: 6 with records, 12 NODATA, 3 NXDOMAIN.
+        let counted = |r| counters.lookups(r);
+        assert_eq!(counted(LookupResult::Ok), 6);
+        assert_eq!(counted(LookupResult::NoData), 12);
+        assert_eq!(counted(LookupResult::NxDomain), 3);
+        assert_eq!(
+            counted(LookupResult::ServFail) + counted(LookupResult::Timeout),
+            0
+        );
+        assert_eq!(counters.duration().count, 21);
+        // Again: all from the cache (TTLs of 60 s and 5 s), no lookup.
+        for (name, expected) in &cases {
+            let pending = resolver.start(name);
+            assert!(pending.is_complete(), "{name} from the cache");
+            assert_eq!(pending.wait(long).await, *expected, "{name}");
+        }
+        assert_eq!(counters.duration().count, 21);
+        // `short`'s A record is kept for its TTL of 1 s, then asked again.
+        resolver.start(names::SHORT).wait(long).await;
+        let ok = counted(LookupResult::Ok);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while counted(LookupResult::Ok) == ok {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "short.helo.test never asked again"
+            );
+            let dns = resolver.start(names::SHORT).wait(long).await;
+            assert_eq!(dns.a, ips(&["192.0.2.30"]));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// A server that never answers: the wait ends at its limit, then the lookups at the
+/// timeout, each counted; nothing kept.
+#[test]
+fn the_resolver_with_a_silent_server_answers_timeouts() {
+    let silent = FakeDns::silent();
+    let (resolver, counters) = resolver_at(silent.addr, Duration::from_millis(500));
+    let timeout = || Answer::Failed(Failure::Timeout);
+    runtime().block_on(async {
+        let pending = resolver.start(names::A_ONLY);
+        let dns = pending.wait(Duration::from_millis(50)).await;
+        assert_eq!(dns, helo_dns(timeout(), timeout(), timeout()));
+        // The lookups end by themselves, each a counted timeout.
+        assert_eq!(pending.wait(Duration::from_secs(30)).await, dns);
+        assert!(pending.is_complete());
+        assert_eq!(counters.lookups(LookupResult::Timeout), 3);
+        assert!(
+            !resolver.start(names::A_ONLY).is_complete(),
+            "a timeout is not kept"
+        );
+    });
+}
+
+#[test]
+fn the_resolver_with_a_servfail_server_answers_failures() {
+    let servfail = FakeDns::servfail();
+    let (resolver, counters) = resolver_at(servfail.addr, Duration::from_secs(10));
+    let failed = || Answer::Failed(Failure::ServFail);
+    runtime().block_on(async {
+        let dns = resolver
+            .start(names::MISSING)
+            .wait(Duration::from_secs(30))
+            .await;
+        assert_eq!(dns, helo_dns(failed(), failed(), failed()));
+        assert_eq!(counters.lookups(LookupResult::ServFail), 3);
+        assert!(
+            !resolver.start(names::MISSING).is_complete(),
+            "a failure is not kept"
+        );
+    });
 }

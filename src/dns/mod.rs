@@ -3,9 +3,13 @@
 //! under spf-milter's resolver), and the machinery both front ends call to ask.
 
 pub mod answer;
+pub mod cache;
+pub mod counters;
 pub mod hickory;
+pub mod resolver;
 
 pub use answer::{Answer, Failure, HeloDns, RecordType};
+pub use resolver::{Pending, Resolver};
 
 use std::{future::Future, pin::Pin, time::Duration};
 
