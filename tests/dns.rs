@@ -4,6 +4,7 @@
 
 mod common;
 
+use bogus_helo_milter::config::DnsSettings;
 use bogus_helo_milter::dns::{
     counters::{DnsLookups, LookupResult},
     hickory::Hickory,
@@ -292,4 +293,30 @@ fn the_resolver_with_a_servfail_server_answers_failures() {
             "a failure is not kept"
         );
     });
+}
+
+/// What `explain` asks: the three answers there and then, from the configured servers.
+#[test]
+fn ask_now_gives_the_answers_of_the_configured_servers() {
+    if !nsd_here() {
+        return;
+    }
+    let nsd = Nsd::start();
+    let settings = DnsSettings {
+        servers: vec![nsd.addr],
+        timeout: Duration::from_secs(10),
+    };
+    let dns = bogus_helo_milter::dns::ask_now(&settings, names::CLIENT6).expect("a resolver");
+    assert_eq!(
+        dns,
+        helo_dns(Answer::NoData, ips(&["2001:db8::7"]), Answer::NoData)
+    );
+    let silent = FakeDns::silent();
+    let settings = DnsSettings {
+        servers: vec![silent.addr],
+        timeout: Duration::from_millis(200),
+    };
+    let timeout = || Answer::Failed(Failure::Timeout);
+    let dns = bogus_helo_milter::dns::ask_now(&settings, names::CLIENT6).expect("a resolver");
+    assert_eq!(dns, helo_dns(timeout(), timeout(), timeout()));
 }

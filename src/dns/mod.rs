@@ -6,10 +6,12 @@ pub mod answer;
 pub mod cache;
 pub mod counters;
 pub mod hickory;
+pub mod live;
 pub mod resolver;
 pub mod session;
 
 pub use answer::{Answer, Failure, HeloDns, RecordType};
+pub use live::ask_now;
 pub use resolver::{Pending, Resolver};
 
 use crate::config::DnsSettings;

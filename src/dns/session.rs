@@ -20,8 +20,13 @@ pub fn name_to_ask<'a>(ruleset: &RuleSet, conn: &'a Connection) -> Option<&'a st
     if !ruleset.needs_dns() || conn.client.is_some_and(|ip| ruleset.is_trusted(ip)) {
         return None;
     }
-    match &conn.helo {
-        Some(Helo::Name(name)) if domain::host_name(name) == HostName::Qualified => Some(name),
+    conn.helo.as_ref().and_then(qualified_name)
+}
+
+/// The HELO's name when it is a fully qualified host name: the only HELO asked about.
+pub fn qualified_name(helo: &Helo) -> Option<&str> {
+    match helo {
+        Helo::Name(name) if domain::host_name(name) == HostName::Qualified => Some(name),
         _ => None,
     }
 }
