@@ -152,7 +152,7 @@ impl Resolver {
             .unwrap_or_else(|e| e.into_inner());
         if last.is_none_or(|t| t.elapsed() >= BUSY_WARNING_INTERVAL) {
             warn!(
-                "event=dns_limit max_in_flight={} reached; HELO names meanwhile get no lookup and count as a DNS timeout (dns_lookups_dropped)",
+                "event=dns_limit max_in_flight={} lookup=skipped answer=timeout counter=dns_lookups_dropped reason=\"as many HELO names are being looked up already; logged at most every 10s\"",
                 self.inner.max_in_flight
             );
             *last = Some(Instant::now());
