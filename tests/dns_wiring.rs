@@ -191,3 +191,90 @@ async fn the_policy_service_asks_at_rcpt_once_per_message_and_name() {
     assert_eq!(dns.asked().len(), 6, "{:?}", dns.asked());
     service.stop().await.expect("run ends cleanly");
 }
+
+/// One RCPT request to the policy service at `addr` on a connection of its own; the
+/// answer without its empty line.
+fn policy_rcpt(addr: std::net::SocketAddr, helo: &str, instance: &str) -> String {
+    use std::io::{BufRead, BufReader as SyncReader};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let request = format!(
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=198.51.100.7\n\
+         helo_name={helo}\nrecipient=u@example.com\ninstance={instance}\n\n"
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    for line in SyncReader::new(stream).lines() {
+        let line = line.expect("read");
+        if line.is_empty() {
+            break;
+        }
+        answer.push_str(&line);
+    }
+    answer
+}
+
+/// The binary asking real servers: a silent one, then after a reload that changes
+/// `dns_servers` NSD; a server list that does not load keeps NSD. Seen in the counters of
+/// the statistics line.
+#[test]
+fn a_reload_that_changes_dns_servers_rebuilds_the_resolver() {
+    use common::dns_server::{self, FakeDns, Nsd};
+    if !dns_rules_here()
+        || !common::dependency(dns_server::nsd_available(), "nsd", dns_server::INSTALL_NSD)
+    {
+        return;
+    }
+    let silent = FakeDns::silent();
+    let nsd = Nsd::start();
+    // Above CONFIG's [rules] table.
+    let config = |server: &str| format!("dns_servers = [\"{server}\"]\n{CONFIG}");
+    let service = common::milter::Milter::start_policy(&config(&silent.addr.to_string()), false);
+    // The lookups may end just after the RCPT's answer: the line is asked for again
+    // until it holds.
+    let stats = |line: &str| {
+        common::wait_until(Duration::from_secs(10), || {
+            service.signal(nix::sys::signal::Signal::SIGUSR1);
+            service.wait_for_log(line, Duration::from_millis(200))
+        })
+    };
+    assert_eq!(
+        policy_rcpt(service.addr(), "a-only.helo.test", "1"),
+        "action=DUNNO"
+    );
+    assert!(
+        stats(" dns_lookups_ok=0 dns_lookups_nxdomain=0 dns_lookups_nodata=0 dns_lookups_servfail=0 dns_lookups_timeout=3 dns_lookups_dropped=0"),
+        "{}",
+        service.log()
+    );
+    service.write_config(&config(&nsd.addr.to_string()));
+    assert!(service.reload().contains("result=ok"), "{}", service.log());
+    assert_eq!(
+        policy_rcpt(service.addr(), "a-only.helo.test", "2"),
+        "action=DUNNO"
+    );
+    // a-only.helo.test: an A record, NODATA for AAAA and MX (tests/common/dns_server.rs).
+    assert!(
+        stats(" dns_lookups_ok=1 dns_lookups_nxdomain=0 dns_lookups_nodata=2 dns_lookups_servfail=0 dns_lookups_timeout=3 dns_lookups_dropped=0"),
+        "{}",
+        service.log()
+    );
+    service.write_config(&config("ns.example"));
+    assert!(
+        service.reload().contains("result=failed"),
+        "{}",
+        service.log()
+    );
+    assert_eq!(
+        policy_rcpt(service.addr(), "missing.helo.test", "3"),
+        "action=DUNNO"
+    );
+    assert!(
+        stats(" dns_lookups_ok=1 dns_lookups_nxdomain=3 dns_lookups_nodata=2 dns_lookups_servfail=0 dns_lookups_timeout=3 dns_lookups_dropped=0"),
+        "{}",
+        service.log()
+    );
+    assert!(service.stop());
+}
