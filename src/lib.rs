@@ -63,12 +63,16 @@ pub struct Listeners {
 pub struct Sources {
     /// Read at start and at each reload (`host::Host::read`).
     pub host: Arc<dyn HostFacts>,
+    /// Where the DNS rules' answers come from; `None`: hickory-resolver, asking the
+    /// configured `dns_servers` (`dns::build`).
+    pub dns: Option<Arc<dyn dns::Lookup>>,
 }
 
 impl Sources {
     pub fn system() -> Self {
         Self {
             host: Arc::new(host::System),
+            dns: None,
         }
     }
 }
@@ -87,6 +91,13 @@ pub async fn run(
 ) -> io::Result<()> {
     let host = Host::read(sources.host.as_ref(), &config);
     let shared = Arc::new(Shared::new(config.ruleset_with(&host.interfaces)));
+    match resolver_for(&shared, &config, &shared.ruleset(), &sources) {
+        Ok(dns) => shared.set_dns(dns),
+        Err(e) => {
+            error!("event=start result=failed error={:?}", e.to_string());
+            return Err(io::Error::other(e.to_string()));
+        }
+    }
     shared.set_host_name(host.name.clone());
     shared.stats.config_loaded(false);
     let signals = signals(shared.clone(), config.clone(), config_path, sources)?;
@@ -279,6 +290,28 @@ async fn drain_sessions(shared: &Shared, origin: Origin) {
     }
 }
 
+/// The resolver that `config` with `ruleset` needs: none while no DNS rule is on; the one
+/// in force while the DNS settings stay (its cache with it); else a new one.
+fn resolver_for(
+    shared: &Shared,
+    config: &Config,
+    ruleset: &ruleset::RuleSet,
+    sources: &Sources,
+) -> Result<Option<(config::DnsSettings, dns::Resolver)>, dns::hickory::BuildError> {
+    if !ruleset.needs_dns() {
+        return Ok(None);
+    }
+    let settings = config.dns();
+    if let Some((in_force, resolver)) = shared.dns_in_force() {
+        if in_force == *settings {
+            return Ok(Some((in_force, resolver)));
+        }
+    }
+    let counters = shared.stats.dns().clone();
+    let resolver = dns::build(settings, sources.dns.clone(), counters)?;
+    Ok(Some((settings.clone(), resolver)))
+}
+
 /// Rereads the configuration; a bad one is logged and the old one stays in force.
 /// The facts about the host are reread with it.
 fn reload(
@@ -290,7 +323,20 @@ fn reload(
     match Config::load(path) {
         Ok(new) => {
             let host = Host::read(sources.host.as_ref(), &new);
-            shared.set_ruleset(new.ruleset_with(&host.interfaces));
+            let ruleset = new.ruleset_with(&host.interfaces);
+            let dns = match resolver_for(shared, &new, &ruleset, sources) {
+                Ok(dns) => dns,
+                Err(e) => {
+                    shared.stats.reload_failed();
+                    error!(
+                        "event=reload result=failed keeping=previous error={:?}",
+                        e.to_string()
+                    );
+                    return None;
+                }
+            };
+            shared.set_ruleset(ruleset);
+            shared.set_dns(dns);
             shared.set_host_name(host.name);
             shared.stats.config_loaded(true);
             logging::set_level(new.log_level());

@@ -8,9 +8,13 @@
 //! for the whole connection. A scrape is a few dozen atomic loads and a string.
 
 use crate::{
+    dns::counters::{LookupResult, LookupTime},
     ruleset::RuleKind,
     shared::Shared,
-    stats::{FrontEnd, Key, Outcome, SessionError, Stats, RCPT_ANSWER_BUCKETS},
+    stats::{
+        Bounds, FrontEnd, HistogramSnapshot, Key, Outcome, SessionError, Stats, BUCKETS,
+        RCPT_ANSWER_BUCKETS,
+    },
     verdict::Exemption,
     VERSION,
 };
@@ -173,6 +177,7 @@ impl Collector for StatsCollector {
         encode_config_series(stats, &mut encoder)?;
         encode_connection_series(stats, &mut encoder)?;
         encode_header_series(stats, &mut encoder)?;
+        encode_dns_series(stats, &mut encoder)?;
         gauges(
             &mut encoder,
             "build_info",
@@ -346,21 +351,56 @@ fn encode_rcpt_answer(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt
     )?;
     for via in FrontEnd::ALL {
         let snapshot = stats.rcpt_answer(via);
-        let mut below = 0;
-        let buckets: Vec<(f64, u64)> = RCPT_ANSWER_BUCKETS
-            .iter()
-            .zip(snapshot.cumulative)
-            .map(|(&nanos, cumulative)| {
-                let n = cumulative - below;
-                below = cumulative;
-                (nanos as f64 / 1e9, n)
-            })
-            .collect();
+        let buckets = buckets(&RCPT_ANSWER_BUCKETS, &snapshot);
         family
             .encode_family(&[("front_end", via.name())])?
             .encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count, &buckets, None)?;
     }
     Ok(())
+}
+
+/// A histogram's buckets as prometheus-client takes them: (bound in seconds, count in
+/// that bucket alone).
+fn buckets(bounds: &[u64; BUCKETS], snapshot: &HistogramSnapshot) -> Vec<(f64, u64)> {
+    let mut below = 0;
+    bounds
+        .iter()
+        .zip(snapshot.cumulative)
+        .map(|(&nanos, cumulative)| {
+            let n = cumulative - below;
+            below = cumulative;
+            (nanos as f64 / 1e9, n)
+        })
+        .collect()
+}
+
+/// The DNS lookups about HELO names: by result, and their latency.
+fn encode_dns_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let dns = stats.dns();
+    counters(
+        encoder,
+        "dns_lookups",
+        "DNS lookups about HELO names (one per question: A, AAAA, MX; cache hits are none), by result.",
+        LookupResult::ALL.map(|result| ([("result", result.name())], dns.lookups(result))),
+    )?;
+    encoder
+        .encode_descriptor(
+            "dns_lookups_dropped",
+            "DNS questions about HELO names left unasked, the bound on lookups in flight being reached; they count as a DNS timeout.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&dns.dropped_count(), None)?;
+    let snapshot = dns.duration();
+    let buckets = buckets(&LookupTime::BOUNDS, &snapshot);
+    encoder
+        .encode_descriptor(
+            "dns_lookup_duration_seconds",
+            "Time a DNS lookup about a HELO name took, to its answer or its timeout.",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count, &buckets, None)
 }
 
 /// The milter's header work besides tagging (issue 19): forged headers removed, and
@@ -469,5 +509,44 @@ mod tests {
             "bogus_helo_milter_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
         )));
+    }
+
+    #[test]
+    fn dns_lookups_by_result_and_their_latency() {
+        let config = Config::parse("", "test").unwrap();
+        let shared = Arc::new(Shared::new(config.ruleset().clone()));
+        let text = scrape(shared.clone());
+        for result in ["ok", "nxdomain", "nodata", "servfail", "timeout"] {
+            let line = format!("bogus_helo_milter_dns_lookups_total{{result=\"{result}\"}} 0\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(
+            text.contains("bogus_helo_milter_dns_lookups_dropped_total 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE bogus_helo_milter_dns_lookup_duration_seconds histogram\n"));
+        let buckets = text
+            .lines()
+            .filter(|l| l.starts_with("bogus_helo_milter_dns_lookup_duration_seconds_bucket{"))
+            .count();
+        assert_eq!(buckets, 14, "{text}");
+
+        let dns = shared.stats.dns();
+        dns.looked_up(&crate::dns::Answer::NxDomain, Duration::from_millis(3));
+        dns.looked_up(&crate::dns::Answer::NoData, Duration::from_millis(30));
+        dns.dropped();
+        let text = scrape(shared);
+        for line in [
+            "bogus_helo_milter_dns_lookups_total{result=\"nxdomain\"} 1\n",
+            "bogus_helo_milter_dns_lookups_total{result=\"nodata\"} 1\n",
+            "bogus_helo_milter_dns_lookups_total{result=\"ok\"} 0\n",
+            "bogus_helo_milter_dns_lookups_dropped_total 1\n",
+            "bogus_helo_milter_dns_lookup_duration_seconds_bucket{le=\"0.0025\"} 0\n",
+            "bogus_helo_milter_dns_lookup_duration_seconds_bucket{le=\"0.005\"} 1\n",
+            "bogus_helo_milter_dns_lookup_duration_seconds_bucket{le=\"0.05\"} 2\n",
+            "bogus_helo_milter_dns_lookup_duration_seconds_count 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

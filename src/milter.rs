@@ -2,6 +2,7 @@
 //! RCPT (`judgement`), and turn the outcome into the milter's reply or header.
 
 use crate::{
+    dns::session::{self as dns_session, Asked},
     domain,
     helo::{parse_macro_ip, Helo},
     judgement::{Facts, Outcome},
@@ -40,6 +41,8 @@ pub(crate) struct Session {
     /// The incoming headers of our name in this message (indices 1 to this, as the MTA
     /// counts them), which `eom` removes.
     forged: i32,
+    /// The DNS lookups about the latest HELO name, started when it arrived.
+    dns: Option<Asked>,
     _live: LiveSession,
 }
 
@@ -60,6 +63,7 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let error_shared = shared.clone();
     let eom_shared = shared.clone();
     let waited_shared = shared.clone();
+    let helo_shared = shared.clone();
     Callbacks::new()
         .on_negotiate(move |cx, mta_actions, mta_opts| {
             Box::pin(negotiate(
@@ -70,7 +74,7 @@ pub(crate) fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
             ))
         })
         .on_connect(|cx, _, socket| Box::pin(connect(cx, socket)))
-        .on_helo(|cx, helo| Box::pin(helo_cb(cx, helo)))
+        .on_helo(move |cx, helo| Box::pin(helo_cb(cx, helo, helo_shared.clone())))
         .on_mail(|cx, _| Box::pin(mail(cx)))
         .on_rcpt(move |cx, args| Box::pin(rcpt(cx, args, shared.clone())))
         // Asked for only where this session may change headers (NO_HEADER otherwise).
@@ -146,6 +150,7 @@ async fn negotiate(
         tag: None,
         header_changes,
         forged: 0,
+        dns: None,
         _live: LiveSession::new(shared, FrontEnd::Milter),
     });
     Status::Continue
@@ -190,14 +195,45 @@ async fn connect(cx: &mut Context<Session>, socket: SocketInfo) -> Status {
     go_on(&cx.data, ProtoOpts::NOREPLY_CONNECT)
 }
 
-async fn helo_cb(cx: &mut Context<Session>, helo: CString) -> Status {
+async fn helo_cb(cx: &mut Context<Session>, helo: CString, shared: Arc<Shared>) -> Status {
     if let Some(session) = cx.data.as_mut() {
         // The latest greeting counts: EHLO may be repeated after STARTTLS.
         let text = helo.to_string_lossy();
         session.conn.helo = Some(Helo::parse(&text));
         session.helo_text = text.into_owned();
+        session.ask_dns(&shared);
     }
     go_on(&cx.data, ProtoOpts::NOREPLY_HELO)
+}
+
+impl Session {
+    /// Starts the DNS lookups about the HELO name now, so that the answers are usually
+    /// there by RCPT; the same name again keeps those under way.
+    fn ask_dns(&mut self, shared: &Shared) {
+        self.conn.dns = None;
+        let Some(name) = dns_session::name_to_ask(&self.ruleset, &self.conn) else {
+            self.dns = None;
+            return;
+        };
+        if self.dns.as_ref().is_some_and(|asked| asked.name() == name) {
+            return;
+        }
+        self.dns = shared
+            .resolver()
+            .map(|resolver| Asked::start(&resolver, name));
+    }
+
+    /// The DNS answers for a RCPT, waited for up to `dns_timeout` (an authenticated
+    /// client that `skip_authenticated` exempts never waits).
+    async fn dns_for_rcpt(&mut self) {
+        let Some(asked) = self.dns.as_mut() else {
+            return;
+        };
+        self.conn.dns = match dns_session::waits(&self.ruleset, &self.conn) {
+            true => Some(asked.answers().await),
+            false => None,
+        };
+    }
 }
 
 /// Counts the incoming headers of our name, whoever wrote them: none is ours yet.
@@ -222,6 +258,9 @@ async fn mail(cx: &mut Context<Session>) -> Status {
 /// has been read and parsed by then).
 async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>, shared: Arc<Shared>) -> Status {
     let arrived = Instant::now();
+    if let Some(session) = cx.data.as_mut() {
+        session.dns_for_rcpt().await;
+    }
     let status = answer_rcpt(cx, args, &shared);
     shared.stats.answered(FrontEnd::Milter, arrived);
     status

@@ -1,8 +1,10 @@
-//! What every front end (the milter, the policy service) shares: the policy in force
-//! and this host's name (both replaced on reload), the counters, and the sessions in progress (which a stop waits
+//! What every front end (the milter, the policy service) shares: the policy in force,
+//! this host's name and the DNS resolver (replaced on reload), the counters, and the sessions in progress (which a stop waits
 //! for, and which the counters hold per front end).
 
 use crate::{
+    config::DnsSettings,
+    dns::Resolver,
     ruleset::RuleSet,
     stats::{FrontEnd, Stats},
 };
@@ -13,6 +15,9 @@ pub struct Shared {
     ruleset: RwLock<Arc<RuleSet>>,
     /// `host::Host::name`: an own name for the policy service.
     host_name: RwLock<Option<Arc<str>>>,
+    /// The resolver of the DNS rules and the settings it was built with; none while no
+    /// DNS rule is on.
+    dns: RwLock<Option<(DnsSettings, Resolver)>>,
     pub stats: Stats,
 }
 
@@ -21,6 +26,7 @@ impl Shared {
         Self {
             ruleset: RwLock::new(Arc::new(ruleset)),
             host_name: RwLock::new(None),
+            dns: RwLock::new(None),
             stats: Stats::default(),
         }
     }
@@ -55,6 +61,20 @@ impl Shared {
 
     pub fn set_host_name(&self, name: Option<String>) {
         *self.host_name.write().unwrap_or_else(|e| e.into_inner()) = name.map(Arc::from);
+    }
+
+    /// The resolver in force, when some DNS rule is on.
+    pub fn resolver(&self) -> Option<Resolver> {
+        self.dns_in_force().map(|(_, resolver)| resolver)
+    }
+
+    /// The resolver in force and the settings it was built with.
+    pub fn dns_in_force(&self) -> Option<(DnsSettings, Resolver)> {
+        self.dns.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_dns(&self, dns: Option<(DnsSettings, Resolver)>) {
+        *self.dns.write().unwrap_or_else(|e| e.into_inner()) = dns;
     }
 }
 

@@ -5,6 +5,7 @@
 //! allocation; a view reads them when it is asked, so no view can drift from another.
 
 use crate::{
+    dns::counters::DnsLookups,
     ruleset::{Action, RuleKind},
     verdict::{Exemption, Verdict},
 };
@@ -12,7 +13,10 @@ use std::{
     fmt::{self, Display, Formatter},
     marker::PhantomData,
     ops::Index,
-    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -216,43 +220,60 @@ pub const RCPT_ANSWER_BUCKETS: [u64; 13] = [
     100_000_000,
 ];
 
-/// A histogram with fixed buckets: one atomic add for the bucket and one for the sum.
+/// How many bounds a histogram has (`Bounds::BOUNDS`).
+pub const BUCKETS: usize = RCPT_ANSWER_BUCKETS.len();
+
+/// The upper bounds of a histogram's buckets, in nanoseconds.
+pub trait Bounds {
+    const BOUNDS: [u64; BUCKETS];
+}
+
+/// The RCPT answer time's bounds.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub struct RcptAnswer;
+
+impl Bounds for RcptAnswer {
+    const BOUNDS: [u64; BUCKETS] = RCPT_ANSWER_BUCKETS;
+}
+
+/// A histogram with fixed buckets (`B::BOUNDS`): one atomic add for the bucket and one
+/// for the sum.
+#[derive(Debug, Default)]
+pub struct Histogram<B = RcptAnswer> {
     /// Per bucket (not cumulative), the last one for everything above the highest bound.
-    buckets: [AtomicU64; RCPT_ANSWER_BUCKETS.len() + 1],
+    buckets: [AtomicU64; BUCKETS + 1],
     sum_nanos: AtomicU64,
+    bounds: PhantomData<B>,
 }
 
 /// What a histogram held when it was read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramSnapshot {
-    /// Cumulative counts, one per bound of `RCPT_ANSWER_BUCKETS`: observations at most
-    /// that long.
-    pub cumulative: [u64; RCPT_ANSWER_BUCKETS.len()],
+    /// Cumulative counts, one per bound: observations at most that long.
+    pub cumulative: [u64; BUCKETS],
     pub count: u64,
     pub sum_seconds: f64,
 }
 
-impl Histogram {
+impl<B: Bounds> Histogram<B> {
     pub fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let i = RCPT_ANSWER_BUCKETS
+        let i = B::BOUNDS
             .iter()
             .position(|&bound| nanos <= bound)
-            .unwrap_or(RCPT_ANSWER_BUCKETS.len());
+            .unwrap_or(BUCKETS);
         self.buckets[i].fetch_add(1, Relaxed);
         self.sum_nanos.fetch_add(nanos, Relaxed);
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = [0; RCPT_ANSWER_BUCKETS.len()];
+        let mut cumulative = [0; BUCKETS];
         let mut running = 0;
         for (i, slot) in cumulative.iter_mut().enumerate() {
             running += self.buckets[i].load(Relaxed);
             *slot = running;
         }
-        let count = running + self.buckets[RCPT_ANSWER_BUCKETS.len()].load(Relaxed);
+        let count = running + self.buckets[BUCKETS].load(Relaxed);
         HistogramSnapshot {
             cumulative,
             count,
@@ -284,6 +305,8 @@ pub struct Stats {
     /// too. Cleared by the next successful one.
     last_reload_failed: AtomicBool,
     headers: HeaderCounters,
+    /// The DNS lookups about HELO names, shared with the resolver that makes them.
+    dns: Arc<DnsLookups>,
 }
 
 /// What the milter did to headers besides tagging, per front end (only the milter can).
@@ -436,12 +459,18 @@ impl Stats {
     pub fn tag_unavailable_sessions(&self, via: FrontEnd) -> u64 {
         self.headers.tag_unavailable[via].load(Relaxed)
     }
+
+    /// The DNS lookups' counters, which the resolver (`dns::Resolver`) writes.
+    pub fn dns(&self) -> &Arc<DnsLookups> {
+        &self.dns
+    }
 }
 
 /// `rejected_own_ip=0 rejected_ip=2 ... exempted_whitelist=1 ... forged_headers_removed=0
 /// tag_unavailable_sessions=0 rejected_invalid=0 ... tagged_non_fqdn=0`: the sums over the
-/// front ends. The opt-in rules come last, so that the line as it was before them is still
-/// its beginning, byte for byte.
+/// front ends. The opt-in rules come after the rest, and the DNS lookups
+/// (`dns_lookups_ok=0 ...`) last, so that the line as it was before them is still its
+/// beginning, byte for byte.
 impl Display for Stats {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let matched = |f: &mut Formatter<'_>, opt_in: bool, mut sep: &'static str| {
@@ -478,7 +507,8 @@ impl Display for Stats {
             sum(Self::forged_headers),
             sum(Self::tag_unavailable_sessions)
         )?;
-        matched(f, true, " ")
+        matched(f, true, " ")?;
+        write!(f, " {}", self.dns)
     }
 }
 
@@ -514,7 +544,9 @@ mod tests {
              exempted_role_account=0 exempted_off=1 \
              forged_headers_removed=0 tag_unavailable_sessions=0 \
              rejected_invalid=2 rejected_non_fqdn=0 tempfailed_invalid=0 tempfailed_non_fqdn=0 \
-             logged_invalid=0 logged_non_fqdn=0 tagged_invalid=0 tagged_non_fqdn=1"
+             logged_invalid=0 logged_non_fqdn=0 tagged_invalid=0 tagged_non_fqdn=1 \
+             dns_lookups_ok=0 dns_lookups_nxdomain=0 dns_lookups_nodata=0 \
+             dns_lookups_servfail=0 dns_lookups_timeout=0 dns_lookups_dropped=0"
         );
         assert_eq!(
             stats.matched(FrontEnd::PolicyService, Outcome::Rejected, RuleKind::Ip),
@@ -536,11 +568,12 @@ mod tests {
         check::<Outcome>();
         check::<RuleKind>();
         check::<Exemption>();
+        check::<crate::dns::counters::LookupResult>();
     }
 
     #[test]
     fn histogram_buckets_are_inclusive_and_cumulative() {
-        let h = Histogram::default();
+        let h = Histogram::<RcptAnswer>::default();
         for micros in [5, 10, 11, 1_000, 100_000, 100_001, 3_000_000] {
             h.observe(Duration::from_micros(micros));
         }

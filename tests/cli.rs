@@ -1082,3 +1082,78 @@ action = "off"
         assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
     }
 }
+
+#[test]
+fn dns_servers_and_dns_timeout_are_checked_and_shown() {
+    let r = run("", &["-t"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("\ndns_servers = []\ndns_timeout = \"2s\"\n"),
+        "{}",
+        r.stdout
+    );
+    let r = run(
+        "dns_servers = [\"192.0.2.53\", \"127.0.0.1:5353\", \"[2001:db8::53]:54\", \"2001:db8::1\", \"[::ffff:192.0.2.9]:53\"]\ndns_timeout = \"500ms\"",
+        &["-t"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "\ndns_servers = [\"192.0.2.53:53\", \"127.0.0.1:5353\", \"[2001:db8::53]:54\", \"[2001:db8::1]:53\", \"192.0.2.9:53\"]\ndns_timeout = \"500ms\"\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    let r = run(
+        "dns_servers = [\"192.0.2.53\"]",
+        &["-t"],
+        &[("BOGUS_HELO_MILTER_DNS_SERVERS", "127.0.0.1:5353, [::1]")],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("\ndns_servers = [\"127.0.0.1:5353\", \"[::1]:53\"]\n"),
+        "{}",
+        r.stdout
+    );
+    let address = "expected a DNS server's address, with a port or not";
+    for (key, value, expected) in [
+        ("dns_servers", "ns.example", address),
+        ("dns_servers", "[::1]:", address),
+        ("dns_servers", "192.0.2.53:99999", address),
+        ("dns_servers", "udp://192.0.2.53", address),
+        ("dns_servers", "192.0.2.53:0", "port 0 is no server's"),
+        ("dns_servers", "0.0.0.0", "an unspecified address"),
+        ("dns_timeout", "50ms", "must be from 100ms to 20s"),
+        ("dns_timeout", "1min", "must be from 100ms to 20s"),
+        ("dns_timeout", "2", "expected a duration such as \"2s\""),
+    ] {
+        let text = match key {
+            "dns_servers" => format!("dns_servers = [\"{value}\"]"),
+            _ => format!("{key} = \"{value}\""),
+        };
+        let r = run(&text, &["-t"], &[]);
+        assert_eq!(r.code, 2, "{value}");
+        let head = format!("FILE: {key} = \"{value}\": ");
+        assert!(
+            r.stderr.contains(&head) && r.stderr.contains(expected),
+            "{value}: {}",
+            r.stderr
+        );
+    }
+    let r = run(
+        "dns_servers = [\"192.0.2.53\", \"192.0.2.53:53\"]",
+        &["-t"],
+        &[],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains(
+            "FILE: dns_servers = \"192.0.2.53:53\": the same as the entry \"192.0.2.53\""
+        ),
+        "{}",
+        r.stderr
+    );
+}

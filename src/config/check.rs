@@ -5,9 +5,9 @@
 use super::{
     settings::{DomainSettings, Settings},
     values::{
-        HostName, IdleTimeout, Listen, LogLevel, MaxConnections, MetricsListen, Network,
-        PolicyIdleTimeout, RecipientDelimiter, ReplyUrl, SocketGroup, SocketMode, StatsInterval,
-        TagKey, Value,
+        DnsServer, DnsTimeout, HostName, IdleTimeout, Listen, LogLevel, MaxConnections,
+        MetricsListen, Network, PolicyIdleTimeout, RecipientDelimiter, ReplyUrl, SocketGroup,
+        SocketMode, StatsInterval, TagKey, Value,
     },
     Config, ConfigError,
 };
@@ -34,6 +34,10 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
     let StatsInterval(stats_interval) = check.value("stats_interval", &s.stats_interval)?;
     let metrics_listen = check.metrics_listen(&s.metrics_listen, [&socket, &policy_socket])?;
     let LogLevel(log_level) = check.value("log_level", &s.log_level)?;
+    let dns_servers = check.unique("dns_servers", &s.dns_servers, |d: &DnsServer| {
+        d.0.to_string()
+    })?;
+    let DnsTimeout(dns_timeout) = check.value("dns_timeout", &s.dns_timeout)?;
     let (socket_group, gid) = group.unzip();
     Ok(Config {
         file: None,
@@ -50,6 +54,10 @@ pub fn compile(s: Settings, origin: &str) -> Result<Config, ConfigError> {
         stats_interval,
         log_level,
         metrics_listen,
+        dns: super::DnsSettings {
+            servers: dns_servers.into_iter().map(|d| d.0).collect(),
+            timeout: dns_timeout,
+        },
     })
 }
 

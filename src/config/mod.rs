@@ -53,6 +53,17 @@ pub struct Config {
     log_level: LevelFilter,
     /// Where `GET /metrics` is served; `None` (the default) when it is off.
     metrics_listen: Option<SocketAddr>,
+    dns: DnsSettings,
+}
+
+/// Where and how long the DNS lookups about HELO names ask (`dns::hickory::Hickory`,
+/// `dns::Resolver`). Reloadable: a change rebuilds the resolver.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct DnsSettings {
+    /// `dns_servers`; empty: the servers of /etc/resolv.conf.
+    pub servers: Vec<SocketAddr>,
+    /// `dns_timeout`.
+    pub timeout: Duration,
 }
 
 /// The fields, read-only.
@@ -111,6 +122,10 @@ impl Config {
 
     pub fn metrics_listen(&self) -> Option<SocketAddr> {
         self.metrics_listen
+    }
+
+    pub fn dns(&self) -> &DnsSettings {
+        &self.dns
     }
 }
 

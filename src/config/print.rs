@@ -14,6 +14,7 @@ pub fn to_toml(config: &Config) -> String {
     socket_keys(&mut out, config);
     ruleset_keys(&mut out, &config.ruleset);
     run_time_keys(&mut out, config);
+    dns_keys(&mut out, config);
     let domains = tables(&mut out, &config.ruleset);
     effective_actions(&mut out, &config.ruleset, &domains);
     out
@@ -100,6 +101,14 @@ fn run_time_keys(out: &mut String, config: &Config) {
         .metrics_listen
         .map_or(String::new(), |a| a.to_string());
     let _ = writeln!(out, "metrics_listen = {}", toml_string(&metrics));
+}
+
+/// The DNS settings of the rules `unknown` and `mismatch`: where and how long to ask (and
+/// what a DNS failure does, `dns_failure`, beside them).
+fn dns_keys(out: &mut String, config: &Config) {
+    let _ = writeln!(out, "dns_servers = {}", list(&config.dns.servers));
+    let timeout = humantime::format_duration(config.dns.timeout);
+    let _ = writeln!(out, "dns_timeout = \"{timeout}\"");
 }
 
 /// The `[rules]` and `[domains]` tables; returns the domain entries, sorted.

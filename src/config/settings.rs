@@ -33,6 +33,9 @@ pub struct Settings {
     pub stats_interval: String,
     pub log_level: String,
     pub metrics_listen: String,
+    /// The DNS servers asked about HELO names; none: those of /etc/resolv.conf.
+    pub dns_servers: Vec<String>,
+    pub dns_timeout: String,
     /// Rule name → action, for every recipient domain without its own.
     pub rules: BTreeMap<String, String>,
     pub domains: BTreeMap<String, DomainSettings>,
@@ -70,6 +73,8 @@ impl Default for Settings {
             stats_interval: "1h".into(),
             log_level: "info".into(),
             metrics_listen: String::new(),
+            dns_servers: Vec::new(),
+            dns_timeout: "2s".into(),
             rules: BTreeMap::new(),
             domains: BTreeMap::new(),
         }

@@ -244,6 +244,55 @@ impl Value for MetricsListen {
     }
 }
 
+/// An entry of `dns_servers`: `IP`, `IP:port`, `[IPv6]` or `[IPv6]:port`; port 53 when
+/// none is given.
+pub struct DnsServer(pub SocketAddr);
+
+impl Value for DnsServer {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        // An IPv6 address in brackets without a port is one too.
+        let bare = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(text);
+        let addr = match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 53),
+            Err(_) => text.parse::<SocketAddr>().map_err(|_| {
+                "expected a DNS server's address, with a port or not: \"192.0.2.53\", \"127.0.0.1:5353\", \"2001:db8::53\" or \"[::1]:5353\"".to_string()
+            })?,
+        };
+        if addr.port() == 0 {
+            return Err("port 0 is no server's; leave the port out for 53".into());
+        }
+        if addr.ip().is_unspecified() {
+            return Err("an unspecified address (0.0.0.0, ::) is no server's".into());
+        }
+        Ok(Self(SocketAddr::new(addr.ip().to_canonical(), addr.port())))
+    }
+}
+
+/// The bounds of `dns_timeout`: below the lower a busy resolver's honest answer would read
+/// as a failure; above the upper the MTA's own wait for the milter (Postfix's
+/// `milter_command_timeout`, 30 s) would come near.
+pub const DNS_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+pub const DNS_TIMEOUT_MAX: Duration = Duration::from_secs(20);
+
+/// `dns_timeout`: how long a DNS question may take, and a RCPT wait for the answers.
+pub struct DnsTimeout(pub Duration);
+
+impl Value for DnsTimeout {
+    fn parse(text: &str) -> Result<Self, String> {
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if (DNS_TIMEOUT_MIN..=DNS_TIMEOUT_MAX).contains(&d) => Ok(Self(d)),
+            Ok(_) => Err("must be from 100ms to 20s".into()),
+            Err(e) => Err(format!(
+                "{e}; expected a duration such as \"2s\" or \"500ms\""
+            )),
+        }
+    }
+}
+
 /// `log_level`.
 pub struct LogLevel(pub LevelFilter);
 

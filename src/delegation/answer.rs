@@ -3,6 +3,10 @@
 
 use super::{request::Request, Service};
 use crate::{
+    dns::{
+        session::{self as dns_session, Recent},
+        HeloDns,
+    },
     helo::{parse_macro_ip, Helo},
     judgement::{Facts, Outcome},
     recipient::Recipient,
@@ -16,15 +20,38 @@ use std::borrow::Cow;
 const DUNNO: &[u8] = b"action=DUNNO\n\n";
 
 impl Service {
-    /// The answer to a complete request: a decision at RCPT, `DUNNO` to anything else.
-    pub(super) fn answer(&self, request: &Request) -> Cow<'static, [u8]> {
+    /// The DNS answers about the HELO name for a RCPT request, when some DNS rule is on:
+    /// the lookups that this connection started for the same message and name, or new
+    /// ones, waited for up to `dns_timeout`. An authenticated client that
+    /// `skip_authenticated` exempts causes none.
+    pub(super) async fn dns_for(&self, request: &Request, recent: &mut Recent) -> Option<HeloDns> {
+        let at_rcpt = request.request == "smtpd_access_policy"
+            && request.protocol_state.eq_ignore_ascii_case("RCPT");
+        if !at_rcpt {
+            return None;
+        }
+        let ruleset = self.shared.ruleset();
+        let conn = self.connection_facts(request);
+        let name = dns_session::name_to_ask(&ruleset, &conn)?;
+        if !dns_session::waits(&ruleset, &conn) {
+            return None;
+        }
+        let resolver = self.shared.resolver()?;
+        let asked = recent.get_or_start(&resolver, &request.instance, name);
+        Some(asked.answers().await)
+    }
+
+    /// The answer to a complete request: a decision at RCPT, `DUNNO` to anything else;
+    /// `dns` the answers about the HELO name (`dns_for`).
+    pub(super) fn answer(&self, request: &Request, dns: Option<HeloDns>) -> Cow<'static, [u8]> {
         if self.misplaced(request) {
             return Cow::Borrowed(DUNNO);
         }
         // Per request: a reload applies from the next request on, also on the long-lived
         // connections that Postfix keeps open.
         let ruleset = self.shared.ruleset();
-        let conn = self.connection_facts(request);
+        let mut conn = self.connection_facts(request);
+        conn.dns = dns;
         let rcpt = Recipient::parse(&request.recipient);
         let facts = Facts {
             ruleset: &ruleset,

@@ -6,7 +6,7 @@ use super::{
     request::{read_request, Request, Trouble, MAX_LINE},
     Service,
 };
-use crate::stats::FrontEnd;
+use crate::{dns::session::Recent, stats::FrontEnd};
 use log::{debug, warn};
 use std::time::Instant;
 use tokio::{
@@ -27,6 +27,7 @@ impl Service {
         let mut stream = BufReader::with_capacity(MAX_LINE, stream);
         let mut line = Vec::with_capacity(256);
         let mut request = Request::default();
+        let mut lookups = Recent::default();
         let idle = self.limits.idle_timeout;
         loop {
             // Between requests: wait for the next one, or close on stop or when idle.
@@ -65,7 +66,8 @@ impl Service {
                 Ok(Err(trouble)) => return self.trouble(peer, &trouble),
                 Err(_) => return self.trouble(peer, &Trouble::Slow(idle)),
             }
-            let answer = self.answer(&request);
+            let dns = self.dns_for(&request, &mut lookups).await;
+            let answer = self.answer(&request, dns);
             let written = async {
                 stream.write_all(&answer).await?;
                 stream.flush().await

@@ -102,7 +102,9 @@ pub fn answers(ruleset: RuleSet, host_name: Option<String>, input: &[u8]) -> Vec
         // A byte slice never makes a reader wait: the first poll is the outcome.
         let read = pin!(request::read_request(&mut reader, &mut line, &mut request)).poll(&mut cx);
         match read {
-            Poll::Ready(Ok(true)) => answers.push(service.answer(&request).into_owned()),
+            // No DNS answers here (`dns_for` needs a runtime to look up in): the DNS
+            // rules see none.
+            Poll::Ready(Ok(true)) => answers.push(service.answer(&request, None).into_owned()),
             Poll::Ready(Ok(false) | Err(_)) | Poll::Pending => return answers,
         }
     }

@@ -4,12 +4,21 @@
 //! of the machine it runs on. Both front ends listen on free loopback ports; the test
 //! drives the milter with indymilter-test and the policy service with `ask_policy`.
 
-use bogus_helo_milter::{config::Config, host::HostFacts, socket::Origin, Listeners, Sources};
+use bogus_helo_milter::{
+    config::Config,
+    dns::{Answer, Fetched, Lookup, RecordType},
+    host::HostFacts,
+    socket::Origin,
+    Listeners, Sources,
+};
 use indymilter::EitherListener;
 use std::{
+    future::Future,
     io,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 use tempfile::TempDir;
 use tokio::{
@@ -69,6 +78,15 @@ impl InProcess {
     /// Starts the milter and the policy service with `config` (TOML without the sockets)
     /// and the facts of `host`.
     pub async fn start(config: &str, host: Arc<TestHost>) -> Self {
+        Self::start_with_dns(config, host, None).await
+    }
+
+    /// As `start`, the DNS answers from `dns` (`None`: hickory, asking `dns_servers`).
+    pub async fn start_with_dns(
+        config: &str,
+        host: Arc<TestHost>,
+        dns: Option<Arc<dyn Lookup>>,
+    ) -> Self {
         let milter = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let policy = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let milter_addr = milter.local_addr().unwrap();
@@ -84,7 +102,10 @@ impl InProcess {
             policy_service: Some((EitherListener::Tcp(policy), Origin::Bound)),
             metrics: None,
         };
-        let sources = Sources { host: host.clone() };
+        let sources = Sources {
+            host: host.clone(),
+            dns,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async {
             let _ = stopped.await;
@@ -136,5 +157,70 @@ impl InProcess {
             }
             answer.push_str(&line);
         }
+    }
+}
+
+/// DNS answers as the test sets them, every question recorded: a name of the table gets
+/// its answers, a name starting `silent.` never an answer, any other NXDOMAIN.
+#[derive(Debug, Default)]
+pub struct TestDns {
+    answers: Mutex<Vec<(String, RecordType, Answer)>>,
+    asked: Mutex<Vec<(String, RecordType)>>,
+}
+
+impl TestDns {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn set(&self, name: &str, record: RecordType, answer: Answer) {
+        self.answers
+            .lock()
+            .unwrap()
+            .push((name.to_string(), record, answer));
+    }
+
+    /// The questions asked so far, in order.
+    pub fn asked(&self) -> Vec<(String, RecordType)> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    /// The names asked so far, each once, in order.
+    pub fn names_asked(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (name, _) in self.asked() {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
+impl Lookup for TestDns {
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        record: RecordType,
+        _timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
+        Box::pin(async move {
+            self.asked.lock().unwrap().push((name.to_string(), record));
+            if name.starts_with("silent.") {
+                std::future::pending::<()>().await;
+            }
+            let answer = self
+                .answers
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(n, r, _)| n == name && *r == record)
+                .map(|(_, _, answer)| answer.clone())
+                .unwrap_or(Answer::NxDomain);
+            Fetched {
+                answer,
+                ttl: Duration::from_secs(60),
+            }
+        })
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bench;
+pub mod dns_server;
 pub mod in_process;
 pub mod load;
 pub mod milter;
