@@ -459,6 +459,8 @@ fn rule_index(rule: Rule) -> usize {
         Rule::RcptDomain => 2,
         Rule::Invalid => 3,
         Rule::NonFqdn => 4,
+        // The model gives no DNS answers (`Connection::dns` is `None`): no DNS rule.
+        Rule::Unknown | Rule::Mismatch => unreachable!("a DNS rule without DNS answers"),
     }
 }
 
@@ -1197,7 +1199,9 @@ impl Scenario {
         let (code, rule) = match verdict {
             Verdict::Reject(rule) | Verdict::Log(rule) => ("550 5.7.1", rule),
             Verdict::Tempfail(rule) => ("450 4.7.1", rule),
-            Verdict::Pass | Verdict::Exempt(..) | Verdict::Tag(_) => return None,
+            Verdict::Pass | Verdict::Exempt(..) | Verdict::Tag(_) | Verdict::DnsFailure(..) => {
+                return None
+            }
         };
         let text = match rule {
             Rule::OwnIp(ip) => format!("bogus helo {ip}"),
@@ -1205,6 +1209,7 @@ impl Scenario {
             Rule::RcptDomain => "bogus helo matches rcpt".to_string(),
             Rule::Invalid => "bogus helo invalid name".to_string(),
             Rule::NonFqdn => "bogus helo not fully qualified".to_string(),
+            Rule::Unknown | Rule::Mismatch => unreachable!("a DNS rule without DNS answers"),
         };
         Some(match self.reply_url {
             Some(url) => format!("{code} {text} {url}"),
@@ -1314,7 +1319,10 @@ pub fn decision(input: &DecisionInput) {
 
     let reply = match judgement::outcome(verdict, &ruleset, "", None, true) {
         Outcome::Refuse(reply) | Outcome::DryRun(Would::Reply(reply)) => Some(reply.to_string()),
-        Outcome::Accept | Outcome::Tag(_) | Outcome::DryRun(Would::Tag(_)) => None,
+        Outcome::Accept
+        | Outcome::Tag(_)
+        | Outcome::DryRun(Would::Tag(_))
+        | Outcome::DryRun(Would::Nothing) => None,
     };
     assert_eq!(reply, s.expected_reply(expected), "{s:#?}");
     if let Some(line) = reply {

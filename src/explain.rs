@@ -2,12 +2,15 @@
 //! mail administrator can pass on to a sender.
 
 use crate::{
+    dns::{answer::Finding, HeloDns},
     domain,
     helo::Helo,
     judgement::{outcome, Outcome, Would},
     recipient::Recipient,
     ruleset::RuleSet,
-    verdict::{decide, is_own, name_rule, Connection, Exemption, Rule, TagHeader, Verdict},
+    verdict::{
+        decide, is_own, name_rule, Connection, DnsFallback, Exemption, Rule, TagHeader, Verdict,
+    },
 };
 use std::{fmt::Write, net::IpAddr};
 
@@ -32,6 +35,9 @@ pub struct Question {
     /// The SASL login name, if the client authenticated.
     #[arg(long, value_name = "USER")]
     pub auth: Option<String>,
+    /// The DNS answers about the HELO name, looked up by the caller (never an option).
+    #[arg(skip)]
+    pub dns: Option<HeloDns>,
 }
 
 pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
@@ -44,7 +50,7 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
             .as_deref()
             .map(|name| domain::normalize(name).into_owned()),
         authenticated: q.auth.as_deref().is_some_and(|a| !a.is_empty()),
-        dns: None,
+        dns: q.dns.clone(),
     };
     let mut conn = conn;
     for &ip in &q.local {
@@ -84,6 +90,12 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
             own.join(" ")
         }
     );
+    if let Some(dns) = &conn.dns {
+        for (i, line) in dns.lines().enumerate() {
+            let label = if i == 0 { "dns:" } else { "" };
+            let _ = writeln!(out, "{label:<10} {line}");
+        }
+    }
     let rule = match verdict.rule() {
         None => "none: the HELO is neither an IP address nor the recipient's domain or one of this server's names".to_string(),
         Some(rule @ Rule::OwnIp(_)) => format!("{} (\"{rule}\"): the HELO is one of this server's own addresses (local address, interface or own_addresses)", rule.name()),
@@ -91,12 +103,14 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
         Some(rule @ Rule::RcptDomain) => format!("{} (\"{rule}\"): the HELO is the recipient's domain or one of this server's names (own_names, --server-name)", rule.name()),
         Some(rule @ Rule::Invalid) => format!("{} (\"{rule}\"): the HELO is neither a valid host name (letters, digits, hyphens; labels of 1 to 63; at most 253) nor an IP address", rule.name()),
         Some(rule @ Rule::NonFqdn) => format!("{} (\"{rule}\"): the HELO is a host name of a single label, not fully qualified", rule.name()),
+        Some(rule @ Rule::Unknown) => format!("{} (\"{rule}\"): DNS has no A, AAAA or MX record of the HELO name (each NXDOMAIN or NODATA)", rule.name()),
+        Some(rule @ Rule::Mismatch) => format!("{}: the HELO name's addresses (A for an IPv4 client, AAAA for IPv6) do not hold the client's address; never refused (RFC 5321 §4.1.4)", rule.name()),
     };
     let _ = writeln!(out, "rule:      {rule}");
     if verdict.rule().is_none() {
         // `decide` passes a HELO that only an opt-in rule no setting turns on matches.
         if let Some(off) = match &conn.helo {
-            Some(Helo::Name(name)) => name_rule(name),
+            Some(Helo::Name(name)) => name_rule(name).or_else(|| dns_rule(&conn)),
             _ => None,
         } {
             let setting = ruleset.action_for(&rcpt.domain, off.kind()).1;
@@ -125,6 +139,20 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
                 Exemption::Off => "the action for this rule and recipient is off",
             }
         ),
+        Verdict::DnsFailure(rule, failure, fallback) => {
+            let why = format!(
+                "a DNS failure ({}) leaves {} undecided",
+                failure.name(),
+                rule.name()
+            );
+            match fallback {
+                DnsFallback::Tempfail => format!("tempfail: {why}, and dns_failure = \"tempfail\""),
+                DnsFallback::Accept => format!("accept: {why}, and dns_failure = \"accept\""),
+                DnsFallback::NoVerdict => format!(
+                    "accept: {why}; no verdict, since it would not refuse this recipient"
+                ),
+            }
+        }
         Verdict::Reject(_) => "reject".to_string(),
         Verdict::Tempfail(_) => "tempfail".to_string(),
         Verdict::Log(_) => {
@@ -141,9 +169,21 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
         Outcome::Refuse(reply) | Outcome::DryRun(Would::Reply(reply)) => {
             let _ = writeln!(out, "reply:     {reply}");
         }
+        Outcome::DryRun(Would::Nothing) => {
+            let _ = writeln!(out, "reply:     none: this rule never refuses");
+        }
         Outcome::Accept | Outcome::Tag(_) | Outcome::DryRun(Would::Tag(_)) => {
             let _ = writeln!(out, "reply:     none from the milter (the MTA goes on)");
         }
     }
     out
+}
+
+/// The DNS rule the answers meet, whatever the settings: what to name when it is off.
+fn dns_rule(conn: &Connection) -> Option<Rule> {
+    let dns = conn.dns.as_ref()?;
+    if dns.is_unknown() == Finding::Yes {
+        return Some(Rule::Unknown);
+    }
+    (dns.misses(conn.client?) == Finding::Yes).then_some(Rule::Mismatch)
 }

@@ -4,11 +4,12 @@
 //! policy service only gather the facts and translate the outcome into their protocols.
 
 use crate::{
+    dns::Failure,
     logging::quote,
     recipient::Recipient,
     ruleset::{Action, RuleSet},
     stats::{FrontEnd, Stats},
-    verdict::{decide, Connection, Reply, Rule, TagHeader, Verdict},
+    verdict::{decide, Connection, DnsFallback, Reply, Rule, TagHeader, Verdict},
 };
 use log::{debug, error, info};
 use std::net::IpAddr;
@@ -48,6 +49,9 @@ pub enum Would {
     Reply(Reply),
     /// Add the tag header with this value.
     Tag(String),
+    /// Nothing but the log line: the rule never refuses (`mismatch`), so there is no
+    /// reply to claim.
+    Nothing,
 }
 
 /// The outcome of `verdict`, without counting or logging it (for `explain`): the reply
@@ -63,8 +67,15 @@ pub fn outcome(
     let refusal = |rule, permanent| Reply::new(rule, permanent, ruleset.reply_url());
     match verdict {
         Verdict::Pass | Verdict::Exempt(..) => Outcome::Accept,
+        Verdict::DnsFailure(_, _, DnsFallback::Tempfail) => {
+            Outcome::Refuse(Reply::dns_failure(ruleset.reply_url()))
+        }
+        Verdict::DnsFailure(..) => Outcome::Accept,
         Verdict::Reject(rule) => Outcome::Refuse(refusal(rule, true)),
         Verdict::Tempfail(rule) => Outcome::Refuse(refusal(rule, false)),
+        Verdict::Log(rule) if !rule.kind().allows(Action::Reject) => {
+            Outcome::DryRun(Would::Nothing)
+        }
         Verdict::Log(rule) => Outcome::DryRun(Would::Reply(refusal(rule, true))),
         Verdict::Tag(rule) => {
             let value = TagHeader::value(rule, helo_text, client);
@@ -111,16 +122,19 @@ impl Facts<'_> {
     pub fn not_sent(&self, judgement: &Judgement, error: &str) {
         error!(
             "action=accept {} error={error:?} via={}",
-            self.describe(judgement.rule),
+            self.describe(judgement.rule, None),
             self.via.name()
         );
     }
 
     fn log(&self, verdict: Verdict, outcome: &Outcome) {
         let via = self.via.name();
-        let describe = || self.describe(verdict.rule());
+        let describe = || self.describe(verdict.rule(), None);
         let action = verdict.action().map_or("", Action::name);
         match (verdict, outcome) {
+            (Verdict::DnsFailure(rule, failure, fallback), _) => {
+                self.log_dns_failure(rule, failure, fallback, outcome)
+            }
             (Verdict::Exempt(_, exemption), _) => debug!(
                 "action=accept exempt={} {} via={via}",
                 exemption.name(),
@@ -137,6 +151,9 @@ impl Facts<'_> {
                 describe(),
                 quote(&reply.to_string())
             ),
+            (_, Outcome::DryRun(Would::Nothing)) => {
+                info!("action={action} {} via={via}", describe())
+            }
             (_, Outcome::DryRun(Would::Tag(value))) => info!(
                 "action={action} {} would_tag={} reason=\"the MTA does not offer header changes\" via={via}",
                 describe(),
@@ -150,9 +167,32 @@ impl Facts<'_> {
         }
     }
 
+    /// A DNS rule left undecided: `action=tempfail rule=unknown dns=timeout ...
+    /// reply="451 4.4.3 ..."` or `action=accept rule=unknown dns=servfail ...`; at debug
+    /// where the answer could have changed nothing (`DnsFallback::NoVerdict`).
+    fn log_dns_failure(
+        &self,
+        rule: Rule,
+        failure: Failure,
+        fallback: DnsFallback,
+        outcome: &Outcome,
+    ) {
+        let via = self.via.name();
+        let described = self.describe(Some(rule), Some(failure));
+        match (fallback, outcome) {
+            (_, Outcome::Refuse(reply)) => info!(
+                "action=tempfail {described} reply={} via={via}",
+                quote(&reply.to_string())
+            ),
+            (DnsFallback::NoVerdict, _) => debug!("action=accept {described} via={via}"),
+            _ => info!("action=accept {described} via={via}"),
+        }
+    }
+
     /// The facts of a log line: `rule=ip client=198.51.100.7 helo="[192.0.2.9]"
-    /// rcpt="user@example.com" queue_id="4Bx..."`.
-    fn describe(&self, rule: Option<Rule>) -> String {
+    /// rcpt="user@example.com" queue_id="4Bx..."`, with `dns=timeout` after the rule where
+    /// a DNS failure left it undecided.
+    fn describe(&self, rule: Option<Rule>, dns: Option<Failure>) -> String {
         let client = self
             .conn
             .client
@@ -161,8 +201,9 @@ impl Facts<'_> {
             None | Some("") => String::new(),
             Some(id) => format!(" queue_id={}", quote(id)),
         };
+        let dns = dns.map_or(String::new(), |f| format!(" dns={}", f.name()));
         format!(
-            "rule={} client={client} helo={} rcpt={}{queue_id}",
+            "rule={}{dns} client={client} helo={} rcpt={}{queue_id}",
             rule.map_or("none", |r| r.name()),
             quote(self.helo_text),
             quote(self.rcpt.address),

@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print the verdict that this configuration gives a HELO and a recipient, and why.
-    Explain(Question),
+    Explain(Box<Question>),
     /// Make the milter running as PID reread its configuration (SIGHUP), after checking
     /// that PID is this milter and the file quietly. The systemd unit's ExecReload: a bad
     /// file makes `systemctl reload` fail (exit status 2; the milter still rereads it,

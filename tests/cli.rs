@@ -580,9 +580,9 @@ rcpt-domain = "tag"
     for line in [
         "\n[rules]\nip = \"tempfail\"\n",
         "\n[domains.\"example.org\".rules]\nown-ip = \"reject\"\nrcpt-domain = \"tag\"\n",
-        "# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn\n",
-        "#   (other domains)            reject     tempfail   reject      off        off\n",
-        "#   example.org                reject     log        tag         off        off\n",
+        "# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn   unknown    mismatch\n",
+        "#   (other domains)            reject     tempfail   reject      off        off        off        off\n",
+        "#   example.org                reject     log        tag         off        off        off        off\n",
     ] {
         assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
     }
@@ -590,7 +590,7 @@ rcpt-domain = "tag"
     for (config, message) in [
         (
             "[rules]\nip-literal = \"log\"",
-            "FILE: rules.ip-literal = \"log\": no such rule; the rules are own-ip, ip, rcpt-domain, invalid or non-fqdn",
+            "FILE: rules.ip-literal = \"log\": no such rule; the rules are own-ip, ip, rcpt-domain, invalid, non-fqdn, unknown or mismatch",
         ),
         (
             "[domains.\"x.example\".rules]\nownip = \"log\"",
@@ -1073,9 +1073,9 @@ action = "off"
     for line in [
         "\n[rules]\ninvalid = \"tempfail\"\n",
         "\n[domains.\"example.org\".rules]\nnon-fqdn = \"reject\"\n",
-        "#   (other domains)            reject     reject     reject      tempfail   off\n",
-        "#   example.org                log        log        log         tempfail   reject\n",
-        "#   off.example                off        off        off         off        off\n",
+        "#   (other domains)            reject     reject     reject      tempfail   off        off        off\n",
+        "#   example.org                log        log        log         tempfail   reject     off        off\n",
+        "#   off.example                off        off        off         off        off        off        off\n",
         "non-fqdn the default (off until a rule key names it)",
         "invalid domains.\"off.example\".action",
     ] {

@@ -14,6 +14,7 @@ pub fn to_toml(config: &Config) -> String {
     socket_keys(&mut out, config);
     ruleset_keys(&mut out, &config.ruleset);
     run_time_keys(&mut out, config);
+    dns_keys(&mut out, &config.ruleset);
     let domains = tables(&mut out, &config.ruleset);
     effective_actions(&mut out, &config.ruleset, &domains);
     out
@@ -102,6 +103,13 @@ fn run_time_keys(out: &mut String, config: &Config) {
     let _ = writeln!(out, "metrics_listen = {}", toml_string(&metrics));
 }
 
+/// The DNS settings, for the rules `unknown` and `mismatch`: one block, the last of the
+/// top-level keys.
+fn dns_keys(out: &mut String, p: &RuleSet) {
+    let _ = writeln!(out, "\n# DNS, for the rules unknown and mismatch");
+    let _ = writeln!(out, "dns_failure = \"{}\"", p.dns_failure().name());
+}
+
 /// The `[rules]` and `[domains]` tables; returns the domain entries, sorted.
 fn tables(out: &mut String, p: &RuleSet) -> Vec<(String, Actions)> {
     rule_table(out, "rules", &p.actions().per_rule);
@@ -133,7 +141,7 @@ fn rule_table(out: &mut String, header: &str, per_rule: &[Option<Action>; RuleKi
 fn effective_actions(out: &mut String, p: &RuleSet, domains: &[(String, Actions)]) {
     let _ = writeln!(
         out,
-        "\n# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn"
+        "\n# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn   unknown    mismatch"
     );
     // A `.parent` entry applies to the domains below it: show one of them.
     let mut rows = vec![("(other domains)".to_string(), String::new())];
@@ -146,8 +154,12 @@ fn effective_actions(out: &mut String, p: &RuleSet, domains: &[(String, Actions)
         (sample, rcpt_domain)
     }));
     for (label, domain) in &rows {
-        let [a, b, c, d, e] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
-        let _ = writeln!(out, "#   {label:<26} {a:<10} {b:<10} {c:<11} {d:<10} {e}");
+        let [a, b, c, d, e, f, g] =
+            RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
+        let _ = writeln!(
+            out,
+            "#   {label:<26} {a:<10} {b:<10} {c:<11} {d:<10} {e:<10} {f:<10} {g}"
+        );
     }
     // Which setting decides each cell, inherited ones included: why a row says what it says.
     let _ = writeln!(

@@ -33,6 +33,9 @@ pub struct Settings {
     pub stats_interval: String,
     pub log_level: String,
     pub metrics_listen: String,
+    /// What a recipient gets when a DNS failure leaves a DNS rule that would refuse it
+    /// undecided: "accept" or "tempfail".
+    pub dns_failure: String,
     /// Rule name → action, for every recipient domain without its own.
     pub rules: BTreeMap<String, String>,
     pub domains: BTreeMap<String, DomainSettings>,
@@ -70,6 +73,7 @@ impl Default for Settings {
             stats_interval: "1h".into(),
             log_level: "info".into(),
             metrics_listen: String::new(),
+            dns_failure: "accept".into(),
             rules: BTreeMap::new(),
             domains: BTreeMap::new(),
         }
