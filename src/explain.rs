@@ -7,7 +7,7 @@ use crate::{
     helo::Helo,
     judgement::{outcome, Outcome, Would},
     recipient::Recipient,
-    ruleset::RuleSet,
+    ruleset::{Action, RuleSet},
     verdict::{
         decide, is_own, name_rule, Connection, DnsFallback, Exemption, Rule, TagHeader, Verdict,
     },
@@ -155,6 +155,9 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
         }
         Verdict::Reject(_) => "reject".to_string(),
         Verdict::Tempfail(_) => "tempfail".to_string(),
+        Verdict::Log(rule) if !rule.kind().allows(Action::Reject) => {
+            "accept, log only (action = log)".to_string()
+        }
         Verdict::Log(_) => {
             "accept, log only (action = log): the milter would reply as below".to_string()
         }
@@ -186,4 +189,122 @@ fn dns_rule(conn: &Connection) -> Option<Rule> {
         return Some(Rule::Unknown);
     }
     (dns.misses(conn.client?) == Finding::Yes).then_some(Rule::Mismatch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, dns::Answer};
+    use Answer::{Failed, NoData, NxDomain};
+
+    fn explain_with(config: &str, client: &str, dns: HeloDns) -> String {
+        let ruleset = Config::parse(config, "test").unwrap().ruleset().clone();
+        let q = Question {
+            helo: "mail.example.net".into(),
+            rcpt: "u@example.com".into(),
+            client: Some(client.parse().unwrap()),
+            dns: Some(dns),
+            ..Question::default()
+        };
+        explain(&ruleset, &q)
+    }
+
+    fn assert_lines(out: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(out.contains(line), "{line:?} in:\n{out}");
+        }
+    }
+
+    #[test]
+    fn each_answer_and_the_dns_rules_verdict() {
+        let answers = HeloDns {
+            a: NxDomain,
+            aaaa: Answer::Addresses(vec!["2001:db8::7".parse().unwrap()]),
+            mx: NoData,
+        };
+        let out = explain_with(
+            "[rules]\nunknown = \"reject\"\nmismatch = \"log\"",
+            "198.51.100.7",
+            answers,
+        );
+        assert_lines(
+            &out,
+            &[
+                "dns:       A: NXDOMAIN\n           AAAA: 2001:db8::7\n           MX: NODATA\n",
+                "rule:      mismatch: the HELO name's addresses (A for an IPv4 client, AAAA for IPv6) do not hold the client's address; never refused (RFC 5321 §4.1.4)\n",
+                "action:    log (from rules.mismatch)\n",
+                "verdict:   accept, log only (action = log)\n",
+                "reply:     none: this rule never refuses\n",
+            ],
+        );
+
+        let unknown = HeloDns {
+            a: NxDomain,
+            aaaa: NoData,
+            mx: NxDomain,
+        };
+        let out = explain_with(
+            "[rules]\nunknown = \"tempfail\"",
+            "198.51.100.7",
+            unknown.clone(),
+        );
+        assert_lines(
+            &out,
+            &[
+                "rule:      unknown (\"bogus helo unknown host\"): DNS has no A, AAAA or MX record",
+                "action:    tempfail (from rules.unknown)\n",
+                "reply:     450 4.7.1 bogus helo unknown host\n",
+            ],
+        );
+        // Off by default: the rule that would match is named, with why it is off.
+        let out = explain_with("", "198.51.100.7", unknown);
+        assert_lines(
+            &out,
+            &[
+                "rule:      none",
+                "(unknown would match, but is off: the default (off until a rule key names it))\n",
+                "verdict:   accept\n",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_dns_failure_and_what_dns_failure_makes_of_it() {
+        let failed = HeloDns {
+            a: Failed(crate::dns::Failure::Timeout),
+            aaaa: NxDomain,
+            mx: Failed(crate::dns::Failure::ServFail),
+        };
+        let out = explain_with(
+            "dns_failure = \"tempfail\"\n[rules]\nunknown = \"reject\"",
+            "198.51.100.7",
+            failed.clone(),
+        );
+        assert_lines(
+            &out,
+            &[
+                "dns:       A: timeout\n           AAAA: NXDOMAIN\n           MX: servfail\n",
+                "action:    reject (from rules.unknown)\n",
+                "verdict:   tempfail: a DNS failure (timeout) leaves unknown undecided, and dns_failure = \"tempfail\"\n",
+                "reply:     451 4.4.3 bogus helo dns failure\n",
+            ],
+        );
+        let out = explain_with(
+            "[rules]\nunknown = \"reject\"",
+            "198.51.100.7",
+            failed.clone(),
+        );
+        assert_lines(
+            &out,
+            &[
+                "verdict:   accept: a DNS failure (timeout) leaves unknown undecided, and dns_failure = \"accept\"\n",
+                "reply:     none from the milter",
+            ],
+        );
+        let out = explain_with("[rules]\nunknown = \"tag\"", "198.51.100.7", failed);
+        assert_lines(
+            &out,
+            &["verdict:   accept: a DNS failure (timeout) leaves unknown undecided; no verdict, since it would not refuse this recipient\n"],
+        );
+    }
 }
