@@ -350,7 +350,7 @@ mod tests {
     }
 
     /// `ruleset_with`, and `tables` after the domain tables (a table ends at the next).
-    fn ruleset_with_tables(extra: &str, tables: &str) -> RuleSet {
+    pub(super) fn ruleset_with_tables(extra: &str, tables: &str) -> RuleSet {
         let text = format!(
             "{extra}
             own_addresses = [\"203.0.113.0/24\", \"2001:db8:25::/64\"]

@@ -84,7 +84,6 @@ pub fn find(
 mod tests {
     use super::*;
     use crate::{
-        config::Config,
         dns::{Answer, HeloDns},
         ruleset::RuleKind,
         verdict::{decide, Exemption, Reply, Verdict},
@@ -94,21 +93,9 @@ mod tests {
     const CLIENT: &str = "198.51.100.7";
 
     /// The rule set of a `milter.conf` of `extra` top-level keys and `tables`, beside
-    /// domains with an action of their own and a whitelisted mailbox.
+    /// domains with an action of their own and a whitelisted mailbox (verdict's).
     fn ruleset(extra: &str, tables: &str) -> RuleSet {
-        let text = format!(
-            "{extra}
-            whitelist = [\"private@example.com\"]
-            [domains.\"tempfail.example\"]
-            action = \"tempfail\"
-            [domains.\"log.example\"]
-            action = \"log\"
-            [domains.\"off.example\"]
-            action = \"off\"
-            {tables}
-            "
-        );
-        Config::parse(&text, "test").unwrap().ruleset().clone()
+        super::super::tests::ruleset_with_tables(extra, tables)
     }
 
     fn ips(list: &[&str]) -> Answer {
