@@ -11,12 +11,14 @@
 use arbitrary::Arbitrary;
 use bogus_helo_milter::{
     config::Config,
-    delegation, domain,
+    delegation,
+    dns::{Answer, Failure, HeloDns},
+    domain,
     helo::{parse_macro_ip, Helo},
     judgement::{self, Outcome, Would},
     recipient::{base_local, Recipient},
     ruleset::RuleSet,
-    verdict::{decide, Connection, Exemption, Rule, Verdict},
+    verdict::{decide, Connection, DnsFallback, Exemption, Rule, Verdict},
     whitelist::Entry,
 };
 use std::{fmt::Write, net::IpAddr, sync::OnceLock};
@@ -444,10 +446,62 @@ const ACTIONS: [(&str, Act); 10] = [
 ];
 
 /// A `[domains]` entry as the model reads it: name, below, action, per-rule actions.
-type ModelDomain = (usize, bool, Option<Act>, [Option<Act>; RULES]);
+type ModelDomain = (usize, bool, Option<Act>, [Option<Act>; MODEL_RULES]);
 
-/// The number of rules.
+/// The number of rules chosen in `ConfigChoice` (the DNS rules' are in `DnsChoice`, so
+/// that the inputs kept before them still choose the same rules).
 const RULES: usize = 5;
+/// Every rule, the DNS rules last.
+const MODEL_RULES: usize = RULES + 2;
+
+/// The actions `mismatch` may have, the end of `ACTIONS`: it is never refused (RFC 5321
+/// §4.1.4).
+const MISMATCH_FIRST_ACTION: usize = 4;
+
+/// The answers a DNS question may get, as the model reads them.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum ModelAnswer {
+    NxDomain,
+    NoData,
+    /// An address of `ADDRESSES`.
+    Address(u8),
+    Exchange,
+    Failed(Failure),
+}
+
+const DNS_ANSWERS: [ModelAnswer; 9] = [
+    ModelAnswer::NxDomain,
+    ModelAnswer::NoData,
+    ModelAnswer::Address(3),
+    ModelAnswer::Address(1),
+    ModelAnswer::Address(6),
+    ModelAnswer::Address(7),
+    ModelAnswer::Exchange,
+    ModelAnswer::Failed(Failure::Timeout),
+    ModelAnswer::Failed(Failure::ServFail),
+];
+
+/// The answer the decision gets.
+fn answer(model: ModelAnswer) -> Answer {
+    match model {
+        ModelAnswer::NxDomain => Answer::NxDomain,
+        ModelAnswer::NoData => Answer::NoData,
+        ModelAnswer::Address(a) => Answer::Addresses(vec![address(a)]),
+        ModelAnswer::Exchange => Answer::Exchanges(vec!["mx.example.net".to_string()]),
+        ModelAnswer::Failed(failure) => Answer::Failed(failure),
+    }
+}
+
+/// The `[rules]` keys of the DNS rules, in the order of `rule_index`.
+const DNS_RULE_KEYS: [&str; 2] = ["unknown", "mismatch"];
+
+/// The action a DNS rule's choice writes and means.
+fn dns_act(which: usize, n: u8) -> (&'static str, Act) {
+    match which {
+        0 => pick(&ACTIONS, n),
+        _ => pick(&ACTIONS[MISMATCH_FIRST_ACTION..], n),
+    }
+}
 
 /// The `[rules]` keys, in the order of `rule_index`.
 const RULE_KEYS: [&str; RULES] = ["own-ip", "ip", "rcpt-domain", "invalid", "non-fqdn"];
@@ -459,6 +513,8 @@ fn rule_index(rule: Rule) -> usize {
         Rule::RcptDomain => 2,
         Rule::Invalid => 3,
         Rule::NonFqdn => 4,
+        Rule::Unknown => 5,
+        Rule::Mismatch => 6,
     }
 }
 
@@ -467,18 +523,35 @@ fn opt_in(rule: Rule) -> bool {
     rule_index(rule) >= 3
 }
 
-/// Per-rule actions as the model reads them.
-fn rule_acts(choice: &[Option<u8>; RULES]) -> [Option<Act>; RULES] {
-    choice.map(|a| a.map(|a| pick(&ACTIONS, a).1))
+/// Per-rule actions as the model reads them, the DNS rules' from `dns`.
+fn rule_acts(choice: &[Option<u8>; RULES], dns: [Option<u8>; 2]) -> [Option<Act>; MODEL_RULES] {
+    let mut acts = [None; MODEL_RULES];
+    for (i, a) in choice.iter().enumerate() {
+        acts[i] = a.map(|a| pick(&ACTIONS, a).1);
+    }
+    for (i, a) in dns.iter().enumerate() {
+        acts[RULES + i] = a.map(|a| dns_act(i, a).1);
+    }
+    acts
 }
 
 /// A `[rules]` table under `header`, when it has an entry.
-fn write_rules(conf: &mut String, header: &str, choice: &[Option<u8>; RULES]) {
-    if choice.iter().any(Option::is_some) {
+fn write_rules(
+    conf: &mut String,
+    header: &str,
+    choice: &[Option<u8>; RULES],
+    dns: [Option<u8>; 2],
+) {
+    if choice.iter().chain(&dns).any(Option::is_some) {
         let _ = writeln!(conf, "\n[{header}]");
         for (key, action) in RULE_KEYS.iter().zip(choice) {
             if let Some(action) = action {
                 let _ = writeln!(conf, "{key} = {}", toml(pick(&ACTIONS, *action).0));
+            }
+        }
+        for (i, (key, action)) in DNS_RULE_KEYS.iter().zip(dns).enumerate() {
+            if let Some(action) = action {
+                let _ = writeln!(conf, "{key} = {}", toml(dns_act(i, action).0));
             }
         }
     }
@@ -635,6 +708,20 @@ pub struct DecisionInput {
     authenticated: bool,
     rcpt: RcptChoice,
     config: ConfigChoice,
+    dns: DnsChoice,
+}
+
+/// The DNS rules' settings and the answers about the HELO name.
+#[derive(Arbitrary, Clone, Debug)]
+pub struct DnsChoice {
+    /// A, AAAA and MX, each an index into `DNS_ANSWERS`; `None`: not asked.
+    answers: Option<[u8; 3]>,
+    /// `dns_failure`: not set, `"tempfail"` (true) or `"accept"`.
+    tempfail: Option<bool>,
+    /// `[rules]` unknown and mismatch.
+    rules: [Option<u8>; 2],
+    /// The same for each `[domains]` entry, in their order.
+    domain_rules: Vec<[Option<u8>; 2]>,
 }
 
 fn address(n: u8) -> IpAddr {
@@ -812,8 +899,10 @@ struct Scenario {
     rcpt_detail: Option<char>,
     rcpt_domain: Option<usize>,
     action: Act,
-    rules: [Option<Act>; RULES],
+    rules: [Option<Act>; MODEL_RULES],
     domains: Vec<ModelDomain>,
+    dns_answers: Option<[ModelAnswer; 3]>,
+    dns_tempfail: bool,
     whitelist: Vec<Listed>,
     own_names: Vec<usize>,
     own_addresses: Vec<u8>,
@@ -936,13 +1025,20 @@ impl Scenario {
         if !written.is_empty() {
             let _ = writeln!(conf, "own_names = {}", toml_list(&written));
         }
-        write_rules(&mut conf, "rules", &c.rules);
-        for (d, key) in &domains {
+        let dns = &input.dns;
+        if let Some(tempfail) = dns.tempfail {
+            let value = if tempfail { "tempfail" } else { "accept" };
+            let _ = writeln!(conf, "dns_failure = {}", toml(value));
+        }
+        let domain_dns = |i: usize| dns.domain_rules.get(i).copied().unwrap_or([None; 2]);
+        write_rules(&mut conf, "rules", &c.rules, dns.rules);
+        for (i, (d, key)) in domains.iter().enumerate() {
             let _ = writeln!(conf, "\n[domains.{}]", toml(key));
             if let Some(action) = d.action() {
                 let _ = writeln!(conf, "action = {}", toml(pick(&ACTIONS, action).0));
             }
-            write_rules(&mut conf, &format!("domains.{}.rules", toml(key)), &d.rules);
+            let header = format!("domains.{}.rules", toml(key));
+            write_rules(&mut conf, &header, &d.rules, domain_dns(i));
         }
         if let Some((key, action)) = extra_domain {
             let _ = write!(
@@ -1048,14 +1144,22 @@ impl Scenario {
             rcpt_detail,
             rcpt_domain: rcpt_domain.map(Spelt::name),
             action: action.map_or(Act::Reject, |(_, a)| a),
-            rules: rule_acts(&c.rules),
+            rules: rule_acts(&c.rules, dns.rules),
             domains: domains
                 .iter()
-                .map(|(d, _)| {
+                .enumerate()
+                .map(|(i, (d, _))| {
                     let action = d.action().map(|a| pick(&ACTIONS, a).1);
-                    (d.name.name(), d.below, action, rule_acts(&d.rules))
+                    (
+                        d.name.name(),
+                        d.below,
+                        action,
+                        rule_acts(&d.rules, domain_dns(i)),
+                    )
                 })
                 .collect(),
+            dns_answers: dns.answers.map(|a| a.map(|n| pick(&DNS_ANSWERS, n))),
+            dns_tempfail: dns.tempfail == Some(true),
             whitelist: whitelist.iter().map(|(l, _, _)| *l).collect(),
             own_names: own_names.iter().map(|n| n.name()).collect(),
             own_addresses,
@@ -1104,47 +1208,15 @@ impl Scenario {
             }
             HeloIs::Name(n) => (n == SINGLE_LABEL_NAME).then_some(Rule::NonFqdn),
         };
-        let Some(rule) = rule else {
-            return Verdict::Pass;
+        // The DNS rules last, for a qualified name no other rule matched.
+        let (rule, failure) = match rule {
+            Some(rule) => (rule, None),
+            None => match self.dns_rule() {
+                Some(found) => found,
+                None => return Verdict::Pass,
+            },
         };
-
-        // From the most specific entry out (the domain itself, then `.parent` for each
-        // parent, the longest first), each entry's setting for this rule, then its
-        // `action`; then the top-level `[rules]`, then `action`.
-        let r = rule_index(rule);
-        let mut entries: Vec<(usize, Option<Act>)> = Vec::new();
-        if let Some(d) = self.rcpt_domain {
-            let canonical = NAMES[d].canonical;
-            for &(name, below, any, per_rule) in &self.domains {
-                let applies = if below {
-                    canonical.ends_with(&format!(".{}", NAMES[name].canonical))
-                } else {
-                    name == d
-                };
-                if applies {
-                    // The domain itself is more specific than any parent of it.
-                    let depth = if below {
-                        NAMES[name].canonical.len()
-                    } else {
-                        usize::MAX
-                    };
-                    // An `action` does not turn an opt-in rule on; `off` turns it off.
-                    let any = if opt_in(rule) {
-                        any.filter(|&a| a == Act::Off)
-                    } else {
-                        any
-                    };
-                    entries.push((depth, per_rule[r].or(any)));
-                }
-            }
-        }
-        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-        let Some(action) = entries
-            .iter()
-            .find_map(|&(_, action)| action)
-            .or(self.rules[r])
-            .or((!opt_in(rule)).then_some(self.action))
-        else {
+        let Some(action) = self.setting(rule) else {
             // An opt-in rule that no rule key turns on matches nothing.
             return Verdict::Pass;
         };
@@ -1179,6 +1251,17 @@ impl Scenario {
         } else {
             None
         };
+        if let Some(failure) = failure {
+            // dns_failure decides only where the rule would refuse, unexempted.
+            let fallback = match action {
+                Act::Reject | Act::Tempfail if exemption.is_none() && self.dns_tempfail => {
+                    DnsFallback::Tempfail
+                }
+                Act::Reject | Act::Tempfail if exemption.is_none() => DnsFallback::Accept,
+                _ => DnsFallback::NoVerdict,
+            };
+            return Verdict::DnsFailure(rule, failure, fallback);
+        }
         if let Some(exemption) = exemption {
             return Verdict::Exempt(rule, exemption);
         }
@@ -1192,12 +1275,114 @@ impl Scenario {
         }
     }
 
+    /// The action for `rule` and this recipient: from the most specific entry out (the
+    /// domain itself, then `.parent` for each parent, the longest first), each entry's
+    /// setting for this rule, then its `action`; then the top-level `[rules]`, then
+    /// `action`. `None` for an opt-in rule that no rule key turns on.
+    fn setting(&self, rule: Rule) -> Option<Act> {
+        let r = rule_index(rule);
+        let mut entries: Vec<(usize, Option<Act>)> = Vec::new();
+        if let Some(d) = self.rcpt_domain {
+            let canonical = NAMES[d].canonical;
+            for &(name, below, any, per_rule) in &self.domains {
+                let applies = if below {
+                    canonical.ends_with(&format!(".{}", NAMES[name].canonical))
+                } else {
+                    name == d
+                };
+                if applies {
+                    // The domain itself is more specific than any parent of it.
+                    let depth = if below {
+                        NAMES[name].canonical.len()
+                    } else {
+                        usize::MAX
+                    };
+                    // An `action` does not turn an opt-in rule on; `off` turns it off.
+                    let any = if opt_in(rule) {
+                        any.filter(|&a| a == Act::Off)
+                    } else {
+                        any
+                    };
+                    entries.push((depth, per_rule[r].or(any)));
+                }
+            }
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        entries
+            .iter()
+            .find_map(|&(_, action)| action)
+            .or(self.rules[r])
+            .or((!opt_in(rule)).then_some(self.action))
+    }
+
+    /// The first DNS rule turned on for this recipient that the answers meet (no
+    /// failure) or leave undecided (the failure): `unknown` when no answer has a record
+    /// and every one is negative; `mismatch` when the answer of the client's family (A
+    /// for IPv4, AAAA for IPv6) does not hold the client.
+    fn dns_rule(&self) -> Option<(Rule, Option<Failure>)> {
+        let answers = self.dns_answers?;
+        let qualified = match self.helo {
+            HeloIs::Name(n) => n != SINGLE_LABEL_NAME,
+            HeloIs::Junk(j) => JUNK_HELOS[j].1.is_none() && !JUNK_HELOS[j].0.is_empty(),
+            HeloIs::None | HeloIs::Address(_) => false,
+        };
+        if !qualified {
+            return None;
+        }
+        let failed = |a: &ModelAnswer| match *a {
+            ModelAnswer::Failed(failure) => Some(failure),
+            _ => None,
+        };
+        for rule in [Rule::Unknown, Rule::Mismatch] {
+            if self.setting(rule).is_none() {
+                continue;
+            }
+            let found = if rule == Rule::Unknown {
+                let record = answers
+                    .iter()
+                    .any(|a| matches!(a, ModelAnswer::Address(_) | ModelAnswer::Exchange));
+                match answers.iter().find_map(failed) {
+                    _ if record => None,
+                    failure => Some(failure),
+                }
+            } else {
+                let Some(client) = self.client else {
+                    continue;
+                };
+                let asked = if client.is_ipv4() {
+                    answers[0]
+                } else {
+                    answers[1]
+                };
+                match asked {
+                    ModelAnswer::Address(a) if address(a) == client => None,
+                    other => Some(failed(&other)),
+                }
+            };
+            if let Some(failure) = found {
+                return Some((rule, failure));
+            }
+        }
+        None
+    }
+
     /// The reply line the verdict must send: the page's text, then `reply_url`.
     fn expected_reply(&self, verdict: Verdict) -> Option<String> {
         let (code, rule) = match verdict {
+            Verdict::DnsFailure(_, _, DnsFallback::Tempfail) => {
+                let text = "451 4.4.3 bogus helo dns failure";
+                return Some(match self.reply_url {
+                    Some(url) => format!("{text} {url}"),
+                    None => text.to_string(),
+                });
+            }
+            // A rule that never refuses claims no reply.
+            Verdict::Log(Rule::Mismatch) => return None,
             Verdict::Reject(rule) | Verdict::Log(rule) => ("550 5.7.1", rule),
             Verdict::Tempfail(rule) => ("450 4.7.1", rule),
-            Verdict::Pass | Verdict::Exempt(..) | Verdict::Tag(_) => return None,
+            Verdict::Pass | Verdict::Exempt(..) | Verdict::Tag(_) | Verdict::DnsFailure(..) => {
+                return None
+            }
         };
         let text = match rule {
             Rule::OwnIp(ip) => format!("bogus helo {ip}"),
@@ -1205,6 +1390,10 @@ impl Scenario {
             Rule::RcptDomain => "bogus helo matches rcpt".to_string(),
             Rule::Invalid => "bogus helo invalid name".to_string(),
             Rule::NonFqdn => "bogus helo not fully qualified".to_string(),
+            Rule::Unknown => "bogus helo unknown host".to_string(),
+            Rule::Mismatch => {
+                unreachable!("mismatch is never refused, and its log claims no reply")
+            }
         };
         Some(match self.reply_url {
             Some(url) => format!("{code} {text} {url}"),
@@ -1306,6 +1495,11 @@ pub fn decision(input: &DecisionInput) {
         conn.add_local(ip);
     }
     conn.helo = s.helo_text.as_deref().map(Helo::parse);
+    conn.dns = s.dns_answers.map(|[a, aaaa, mx]| HeloDns {
+        a: answer(a),
+        aaaa: answer(aaaa),
+        mx: answer(mx),
+    });
     let rcpt = Recipient::parse(&s.rcpt_text);
 
     let verdict = decide(&ruleset, &conn, &rcpt);
@@ -1314,7 +1508,10 @@ pub fn decision(input: &DecisionInput) {
 
     let reply = match judgement::outcome(verdict, &ruleset, "", None, true) {
         Outcome::Refuse(reply) | Outcome::DryRun(Would::Reply(reply)) => Some(reply.to_string()),
-        Outcome::Accept | Outcome::Tag(_) | Outcome::DryRun(Would::Tag(_)) => None,
+        Outcome::Accept
+        | Outcome::Tag(_)
+        | Outcome::DryRun(Would::Tag(_))
+        | Outcome::DryRun(Would::Nothing) => None,
     };
     assert_eq!(reply, s.expected_reply(expected), "{s:#?}");
     if let Some(line) = reply {

@@ -4,13 +4,14 @@
 //! policy service only gather the facts and translate the outcome into their protocols.
 
 use crate::{
+    dns::Failure,
     logging::quote,
     recipient::Recipient,
     ruleset::{Action, RuleSet},
     stats::{FrontEnd, Stats},
-    verdict::{decide, Connection, Reply, Rule, TagHeader, Verdict},
+    verdict::{decide, Connection, DnsFallback, Reply, Rule, TagHeader, Verdict},
 };
-use log::{debug, error, info};
+use log::{error, Level};
 use std::net::IpAddr;
 
 /// What a front end knows when a recipient is to be judged.
@@ -48,6 +49,9 @@ pub enum Would {
     Reply(Reply),
     /// Add the tag header with this value.
     Tag(String),
+    /// Nothing but the log line: the rule never refuses (`mismatch`), so there is no
+    /// reply to claim.
+    Nothing,
 }
 
 /// The outcome of `verdict`, without counting or logging it (for `explain`): the reply
@@ -63,8 +67,15 @@ pub fn outcome(
     let refusal = |rule, permanent| Reply::new(rule, permanent, ruleset.reply_url());
     match verdict {
         Verdict::Pass | Verdict::Exempt(..) => Outcome::Accept,
+        Verdict::DnsFailure(_, _, DnsFallback::Tempfail) => {
+            Outcome::Refuse(Reply::dns_failure(ruleset.reply_url()))
+        }
+        Verdict::DnsFailure(..) => Outcome::Accept,
         Verdict::Reject(rule) => Outcome::Refuse(refusal(rule, true)),
         Verdict::Tempfail(rule) => Outcome::Refuse(refusal(rule, false)),
+        Verdict::Log(rule) if !rule.kind().allows(Action::Reject) => {
+            Outcome::DryRun(Would::Nothing)
+        }
         Verdict::Log(rule) => Outcome::DryRun(Would::Reply(refusal(rule, true))),
         Verdict::Tag(rule) => {
             let value = TagHeader::value(rule, helo_text, client);
@@ -111,48 +122,79 @@ impl Facts<'_> {
     pub fn not_sent(&self, judgement: &Judgement, error: &str) {
         error!(
             "action=accept {} error={error:?} via={}",
-            self.describe(judgement.rule),
+            self.describe(judgement.rule, None),
             self.via.name()
         );
     }
 
     fn log(&self, verdict: Verdict, outcome: &Outcome) {
+        if let Some((level, line)) = self.line(verdict, outcome) {
+            log::log!(level, "{line}");
+        }
+    }
+
+    /// The one log line of a judged recipient and its level; none for a plain accept.
+    fn line(&self, verdict: Verdict, outcome: &Outcome) -> Option<(Level, String)> {
         let via = self.via.name();
-        let describe = || self.describe(verdict.rule());
+        let describe = || self.describe(verdict.rule(), None);
         let action = verdict.action().map_or("", Action::name);
+        let info = |line| Some((Level::Info, line));
         match (verdict, outcome) {
-            (Verdict::Exempt(_, exemption), _) => debug!(
-                "action=accept exempt={} {} via={via}",
-                exemption.name(),
-                describe()
-            ),
-            (_, Outcome::Accept) => {}
-            (_, Outcome::Refuse(reply)) => info!(
+            (Verdict::DnsFailure(rule, failure, fallback), _) => {
+                let described = self.describe(Some(rule), Some(failure));
+                match (fallback, outcome) {
+                    (_, Outcome::Refuse(reply)) => info(format!(
+                        "action=tempfail {described} reply={} via={via}",
+                        quote(&reply.to_string())
+                    )),
+                    // The answer could have changed nothing here.
+                    (DnsFallback::NoVerdict, _) => Some((
+                        Level::Debug,
+                        format!("action=accept {described} via={via}"),
+                    )),
+                    _ => info(format!("action=accept {described} via={via}")),
+                }
+            }
+            (Verdict::Exempt(_, exemption), _) => Some((
+                Level::Debug,
+                format!(
+                    "action=accept exempt={} {} via={via}",
+                    exemption.name(),
+                    describe()
+                ),
+            )),
+            (_, Outcome::Accept) => None,
+            (_, Outcome::Refuse(reply)) => info(format!(
                 "action={action} {} reply={} via={via}",
                 describe(),
                 quote(&reply.to_string())
-            ),
-            (_, Outcome::DryRun(Would::Reply(reply))) => info!(
+            )),
+            (_, Outcome::DryRun(Would::Reply(reply))) => info(format!(
                 "action={action} {} would_reply={} via={via}",
                 describe(),
                 quote(&reply.to_string())
-            ),
-            (_, Outcome::DryRun(Would::Tag(value))) => info!(
+            )),
+            // A rule that never refuses claims no reply.
+            (_, Outcome::DryRun(Would::Nothing)) => {
+                info(format!("action={action} {} via={via}", describe()))
+            }
+            (_, Outcome::DryRun(Would::Tag(value))) => info(format!(
                 "action={action} {} would_tag={} reason=\"the MTA does not offer header changes\" via={via}",
                 describe(),
                 quote(&format!("{}: {value}", TagHeader::NAME))
-            ),
-            (_, Outcome::Tag(value)) => info!(
+            )),
+            (_, Outcome::Tag(value)) => info(format!(
                 "action={action} {} header={} via={via}",
                 describe(),
                 quote(&format!("{}: {value}", TagHeader::NAME))
-            ),
+            )),
         }
     }
 
     /// The facts of a log line: `rule=ip client=198.51.100.7 helo="[192.0.2.9]"
-    /// rcpt="user@example.com" queue_id="4Bx..."`.
-    fn describe(&self, rule: Option<Rule>) -> String {
+    /// rcpt="user@example.com" queue_id="4Bx..."`, with `dns=timeout` after the rule where
+    /// a DNS failure left it undecided.
+    fn describe(&self, rule: Option<Rule>, dns: Option<Failure>) -> String {
         let client = self
             .conn
             .client
@@ -161,8 +203,9 @@ impl Facts<'_> {
             None | Some("") => String::new(),
             Some(id) => format!(" queue_id={}", quote(id)),
         };
+        let dns = dns.map_or(String::new(), |f| format!(" dns={}", f.name()));
         format!(
-            "rule={} client={client} helo={} rcpt={}{queue_id}",
+            "rule={}{dns} client={client} helo={} rcpt={}{queue_id}",
             rule.map_or("none", |r| r.name()),
             quote(self.helo_text),
             quote(self.rcpt.address),
@@ -173,7 +216,12 @@ impl Facts<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, verdict::Exemption};
+    use crate::{
+        config::Config,
+        dns::{Answer, HeloDns},
+        helo::Helo,
+        verdict::Exemption,
+    };
 
     fn ruleset(extra: &str) -> RuleSet {
         Config::parse(extra, "test").unwrap().ruleset().clone()
@@ -223,6 +271,116 @@ mod tests {
         assert_eq!(
             outcome(Verdict::Reject(Rule::Ip), &with_url, "x", None, true),
             Outcome::Refuse(reply("550", "5.7.1", "bogus helo https://example.com/helo"))
+        );
+    }
+
+    /// The line a recipient gets, judged on these answers under `config`.
+    fn line_for(config: &str, answers: HeloDns, rcpt: &str) -> Option<(Level, String)> {
+        let ruleset = ruleset(config);
+        let conn = Connection {
+            helo: Some(Helo::parse("Mail.Example.NET")),
+            client: Some("198.51.100.7".parse().unwrap()),
+            dns: Some(answers),
+            ..Connection::default()
+        };
+        let rcpt = Recipient::parse(rcpt);
+        let facts = Facts {
+            ruleset: &ruleset,
+            conn: &conn,
+            rcpt: &rcpt,
+            via: FrontEnd::Milter,
+            helo_text: "Mail.Example.NET",
+            queue_id: Some("4Bx"),
+            can_tag: true,
+        };
+        let verdict = decide(&ruleset, &conn, &rcpt);
+        facts.line(
+            verdict,
+            &outcome(verdict, &ruleset, "Mail.Example.NET", conn.client, true),
+        )
+    }
+
+    #[test]
+    fn dns_rules_log_what_they_did_and_never_claim_a_reply() {
+        use Answer::{Failed, NxDomain};
+        let timeout = || Failed(crate::dns::Failure::Timeout);
+        let maybe = HeloDns {
+            a: timeout(),
+            aaaa: NxDomain,
+            mx: NxDomain,
+        };
+        let none = HeloDns {
+            a: NxDomain,
+            aaaa: NxDomain,
+            mx: NxDomain,
+        };
+        let facts =
+            "client=198.51.100.7 helo=\"Mail.Example.NET\" rcpt=\"u@example.com\" queue_id=\"4Bx\"";
+        let unknown = "[rules]\nunknown = \"reject\"";
+        let info = |line: String| Some((Level::Info, line));
+        assert_eq!(
+            line_for(&format!("dns_failure = \"tempfail\"\n{unknown}"), maybe.clone(), "u@example.com"),
+            info(format!("action=tempfail rule=unknown dns=timeout {facts} reply=\"451 4.4.3 bogus helo dns failure\" via=milter"))
+        );
+        assert_eq!(
+            line_for(unknown, maybe.clone(), "u@example.com"),
+            info(format!(
+                "action=accept rule=unknown dns=timeout {facts} via=milter"
+            ))
+        );
+        assert_eq!(
+            line_for("[rules]\nunknown = \"log\"", maybe.clone(), "u@example.com"),
+            Some((
+                Level::Debug,
+                format!("action=accept rule=unknown dns=timeout {facts} via=milter")
+            ))
+        );
+        assert_eq!(
+            line_for(unknown, none.clone(), "u@example.com"),
+            info(format!("action=reject rule=unknown {facts} reply=\"550 5.7.1 bogus helo unknown host\" via=milter"))
+        );
+        assert_eq!(
+            line_for("[rules]\nmismatch = \"log\"", none.clone(), "u@example.com"),
+            info(format!("action=log rule=mismatch {facts} via=milter"))
+        );
+        assert_eq!(
+            line_for("[rules]\nmismatch = \"tag\"", none, "u@example.com"),
+            info(format!("action=tag rule=mismatch {facts} header=\"X-Bogus-HELO: rule=mismatch helo=\\\"Mail.Example.NET\\\" client=198.51.100.7\" via=milter"))
+        );
+    }
+
+    #[test]
+    fn dns_failures_and_mismatch_outcomes() {
+        let p = ruleset("reply_url = \"https://example.com/helo\"");
+        let of = |v| outcome(v, &p, "x.example", None, true);
+        let failed = |fallback| {
+            of(Verdict::DnsFailure(
+                Rule::Unknown,
+                crate::dns::Failure::ServFail,
+                fallback,
+            ))
+        };
+        assert_eq!(
+            failed(DnsFallback::Tempfail),
+            Outcome::Refuse(Reply {
+                code: "451",
+                status: "4.4.3",
+                text: "bogus helo dns failure https://example.com/helo".into()
+            })
+        );
+        assert_eq!(failed(DnsFallback::Accept), Outcome::Accept);
+        assert_eq!(failed(DnsFallback::NoVerdict), Outcome::Accept);
+        assert_eq!(
+            of(Verdict::Log(Rule::Mismatch)),
+            Outcome::DryRun(Would::Nothing)
+        );
+        assert_eq!(
+            of(Verdict::Log(Rule::Unknown)),
+            Outcome::DryRun(Would::Reply(Reply {
+                code: "550",
+                status: "5.7.1",
+                text: "bogus helo unknown host https://example.com/helo".into()
+            }))
         );
     }
 }

@@ -1,6 +1,8 @@
 use bogus_helo_milter::{
     config::{Config, DEFAULT_PATH},
+    dns::{self, session::qualified_name},
     explain::{explain, Question},
+    helo::Helo,
     host::{Host, System},
     logging,
     socket::{Bound, Origin},
@@ -40,7 +42,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print the verdict that this configuration gives a HELO and a recipient, and why.
-    Explain(Question),
+    Explain(Box<Question>),
     /// Make the milter running as PID reread its configuration (SIGHUP), after checking
     /// that PID is this milter and the file quietly. The systemd unit's ExecReload: a bad
     /// file makes `systemctl reload` fail (exit status 2; the milter still rereads it,
@@ -84,8 +86,20 @@ fn main() -> ExitCode {
     }
 
     match cli.command {
-        Some(Command::Explain(question)) => {
+        Some(Command::Explain(mut question)) => {
             let ruleset = config.ruleset_with(&Host::read(&System, &config).interfaces);
+            // Live, against the configured servers, as the service would ask: only while a
+            // DNS rule is on, and only about a fully qualified name.
+            let helo = Helo::parse(&question.helo);
+            if let Some(name) = ruleset.needs_dns().then(|| qualified_name(&helo)).flatten() {
+                match dns::ask_now(config.dns(), name) {
+                    Ok(answers) => question.dns = Some(answers),
+                    Err(e) => {
+                        eprintln!("bogus-helo-milter: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                }
+            }
             output(&explain(&ruleset, &question));
             return ExitCode::SUCCESS;
         }

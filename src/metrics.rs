@@ -15,7 +15,7 @@ use crate::{
         Bounds, FrontEnd, HistogramSnapshot, Key, Outcome, SessionError, Stats, BUCKETS,
         RCPT_ANSWER_BUCKETS,
     },
-    verdict::Exemption,
+    verdict::{DnsFallback, Exemption},
     VERSION,
 };
 use bytes::Bytes;
@@ -276,6 +276,18 @@ fn encode_verdict_series(stats: &Stats, encoder: &mut DescriptorEncoder<'_>) -> 
         "exemptions",
         "Recipients that a rule matched but an exemption let through, by front end and reason.",
         per_front_end_and_reason(Exemption::name, |via, e| stats.exempted(via, e)),
+    )?;
+    let dns_failures = FrontEnd::ALL.into_iter().flat_map(|via| {
+        DnsFallback::ALL.into_iter().map(move |fallback| {
+            let labels = [("front_end", via.name()), ("outcome", fallback.name())];
+            (labels, stats.dns_failures(via, fallback))
+        })
+    });
+    counters(
+        encoder,
+        "dns_failures",
+        "Recipients whose DNS rule (unknown, mismatch) a temporary DNS failure left undecided, by front end and outcome: tempfailed or accepted (dns_failure, where the rule would have refused), no_verdict (it would not have).",
+        dns_failures,
     )
 }
 
@@ -458,10 +470,12 @@ mod tests {
         let config = Config::parse("", "test").unwrap();
         let shared = Arc::new(Shared::new(config.ruleset().clone()));
         let text = scrape(shared.clone());
-        // 2 front ends x 4 actions x 5 rules; 2 x 5 exemptions; 2 x 4 session errors.
+        // 2 front ends x 4 actions x 7 rules; 2 x 5 exemptions; 2 x 4 session errors;
+        // 2 x 3 outcomes of DNS failures.
         let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
-        assert_eq!(count("bogus_helo_milter_verdicts_total{"), 40, "{text}");
+        assert_eq!(count("bogus_helo_milter_verdicts_total{"), 56, "{text}");
         assert_eq!(count("bogus_helo_milter_exemptions_total{"), 10, "{text}");
+        assert_eq!(count("bogus_helo_milter_dns_failures_total{"), 6, "{text}");
         assert_eq!(
             count("bogus_helo_milter_session_errors_total{"),
             8,
@@ -479,6 +493,12 @@ mod tests {
         assert!(text.contains(
             "bogus_helo_milter_verdicts_total{front_end=\"milter\",rule=\"non-fqdn\",action=\"reject\"} 0\n"
         ));
+        assert!(text.contains(
+            "bogus_helo_milter_verdicts_total{front_end=\"policy\",rule=\"mismatch\",action=\"tag\"} 0\n"
+        ));
+        assert!(text.contains(
+            "bogus_helo_milter_dns_failures_total{front_end=\"milter\",outcome=\"no_verdict\"} 0\n"
+        ));
 
         shared
             .stats
@@ -489,7 +509,19 @@ mod tests {
         shared
             .stats
             .answer_took(FrontEnd::Milter, Duration::from_micros(30));
+        let failure = Verdict::DnsFailure(
+            Rule::Unknown,
+            crate::dns::Failure::Timeout,
+            DnsFallback::Tempfail,
+        );
+        shared.stats.count(FrontEnd::PolicyService, &failure);
         let text = scrape(shared);
+        assert!(text.contains(
+            "bogus_helo_milter_dns_failures_total{front_end=\"policy\",outcome=\"tempfailed\"} 1\n"
+        ), "{text}");
+        assert!(text.contains(
+            "bogus_helo_milter_dns_failures_total{front_end=\"milter\",outcome=\"tempfailed\"} 0\n"
+        ), "{text}");
         assert!(text.contains(
             "bogus_helo_milter_verdicts_total{front_end=\"policy\",rule=\"ip\",action=\"tempfail\"} 1\n"
         ));

@@ -74,17 +74,24 @@ pub enum RuleKind {
     RcptDomain,
     Invalid,
     NonFqdn,
+    /// DNS knows no A, AAAA or MX record of the name.
+    Unknown,
+    /// The name's addresses do not hold the client's: never refused (RFC 5321 §4.1.4).
+    Mismatch,
 }
 
 impl RuleKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::OwnIp,
         Self::Ip,
         Self::RcptDomain,
         Self::Invalid,
         Self::NonFqdn,
+        Self::Unknown,
+        Self::Mismatch,
     ];
-    pub const NAMES: &'static str = "own-ip, ip, rcpt-domain, invalid or non-fqdn";
+    pub const NAMES: &'static str =
+        "own-ip, ip, rcpt-domain, invalid, non-fqdn, unknown or mismatch";
 
     pub fn name(self) -> &'static str {
         match self {
@@ -93,6 +100,8 @@ impl RuleKind {
             Self::RcptDomain => "rcpt-domain",
             Self::Invalid => "invalid",
             Self::NonFqdn => "non-fqdn",
+            Self::Unknown => "unknown",
+            Self::Mismatch => "mismatch",
         }
     }
 
@@ -101,7 +110,22 @@ impl RuleKind {
     /// start refusing `EHLO localhost` after an upgrade; a domain's `action = "off"` still
     /// turns it off there.
     pub fn is_opt_in(self) -> bool {
-        matches!(self, Self::Invalid | Self::NonFqdn)
+        matches!(
+            self,
+            Self::Invalid | Self::NonFqdn | Self::Unknown | Self::Mismatch
+        )
+    }
+
+    /// Judged on DNS answers about the HELO name (`Connection::dns`).
+    pub fn is_dns(self) -> bool {
+        matches!(self, Self::Unknown | Self::Mismatch)
+    }
+
+    /// Whether `action` is one this rule may have: `mismatch` is never refused, since RFC
+    /// 5321 §4.1.4 says a server MUST NOT refuse mail because the HELO does not match the
+    /// client's address.
+    pub fn allows(self, action: Action) -> bool {
+        self != Self::Mismatch || !matches!(action, Action::Reject | Action::Tempfail)
     }
 
     pub fn index(self) -> usize {
@@ -114,6 +138,26 @@ impl FromStr for RuleKind {
 
     fn from_str(s: &str) -> Result<Self, ()> {
         Self::ALL.into_iter().find(|r| r.name() == s).ok_or(())
+    }
+}
+
+/// What a recipient gets when a temporary DNS failure leaves a DNS rule undecided where
+/// that rule would refuse (`dns_failure`).
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum DnsFailure {
+    /// Accept: when in doubt, mail goes through (and is logged).
+    #[default]
+    Accept,
+    /// A 4xx, so the client retries when DNS answers (Postfix's `defer_if_permit`).
+    Tempfail,
+}
+
+impl DnsFailure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Tempfail => "tempfail",
+        }
     }
 }
 
@@ -260,6 +304,7 @@ pub struct RuleSet {
     /// Appended (` key=...`) to the policy service's tag header, for Postfix's
     /// `header_checks` to tell it from a forged one (README, "The tag header").
     tag_key: Option<String>,
+    dns_failure: DnsFailure,
 }
 
 /// The checked values a rule set is built from (by `config::check` only), each the field
@@ -276,6 +321,7 @@ pub(crate) struct Parts {
     pub skip_authenticated: bool,
     pub reply_url: Option<String>,
     pub tag_key: Option<String>,
+    pub dns_failure: DnsFailure,
 }
 
 impl From<Parts> for RuleSet {
@@ -292,6 +338,7 @@ impl From<Parts> for RuleSet {
             skip_authenticated: p.skip_authenticated,
             reply_url: p.reply_url,
             tag_key: p.tag_key,
+            dns_failure: p.dns_failure,
         }
     }
 }
@@ -411,8 +458,21 @@ impl RuleSet {
     /// Whether some setting gives a DNS rule (`unknown`, `mismatch`) an action other than
     /// `off`: only then do the front ends ask DNS about a HELO name.
     pub fn needs_dns(&self) -> bool {
-        // The DNS rules come with issue 21's second half; until then no setting can.
-        false
+        // Only a rule key turns an opt-in rule on: an `action` never does.
+        let on = |actions: &Actions| {
+            RuleKind::ALL
+                .into_iter()
+                .filter(|r| r.is_dns())
+                .any(|r| actions.per_rule[r.index()].is_some_and(|a| a != Action::Off))
+        };
+        let domains = &self.domains;
+        on(&self.actions) || domains.exact.values().chain(domains.below.values()).any(on)
+    }
+
+    /// What a recipient gets when a DNS failure leaves a DNS rule that would refuse it
+    /// undecided.
+    pub fn dns_failure(&self) -> DnsFailure {
+        self.dns_failure
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {

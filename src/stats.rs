@@ -7,7 +7,7 @@
 use crate::{
     dns::counters::DnsLookups,
     ruleset::{Action, RuleKind},
-    verdict::{Exemption, Verdict},
+    verdict::{DnsFallback, Exemption, Verdict},
 };
 use std::{
     fmt::{self, Display, Formatter},
@@ -183,6 +183,20 @@ impl Key for RuleKind {
             Self::RcptDomain => 2,
             Self::Invalid => 3,
             Self::NonFqdn => 4,
+            Self::Unknown => 5,
+            Self::Mismatch => 6,
+        }
+    }
+}
+
+impl Key for DnsFallback {
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn index(self) -> usize {
+        match self {
+            Self::Tempfail => 0,
+            Self::Accept => 1,
+            Self::NoVerdict => 2,
         }
     }
 }
@@ -307,6 +321,8 @@ pub struct Stats {
     headers: HeaderCounters,
     /// The DNS lookups about HELO names, shared with the resolver that makes them.
     dns: Arc<DnsLookups>,
+    /// Recipients whose DNS rule a temporary DNS failure left undecided, by what they got.
+    dns_failures: PerFrontEnd<PerKey<DnsFallback, AtomicU64, { DnsFallback::ALL.len() }>>,
 }
 
 /// What the milter did to headers besides tagging, per front end (only the milter can).
@@ -331,6 +347,7 @@ impl Stats {
             Verdict::Tempfail(rule) => &matched[Outcome::Tempfailed][rule.kind()],
             Verdict::Log(rule) => &matched[Outcome::Logged][rule.kind()],
             Verdict::Tag(rule) => &matched[Outcome::Tagged][rule.kind()],
+            Verdict::DnsFailure(_, _, fallback) => &self.dns_failures[via][*fallback],
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -342,6 +359,11 @@ impl Stats {
 
     pub fn exempted(&self, via: FrontEnd, exemption: Exemption) -> u64 {
         self.exempted[via][exemption].load(Relaxed)
+    }
+
+    /// Recipients whose DNS rule a DNS failure left undecided, that got `fallback`.
+    pub fn dns_failures(&self, via: FrontEnd, fallback: DnsFallback) -> u64 {
+        self.dns_failures[via][fallback].load(Relaxed)
     }
 
     /// The time from a RCPT's arrival (`since`) to its answer, now.
@@ -467,30 +489,29 @@ impl Stats {
 }
 
 /// `rejected_own_ip=0 rejected_ip=2 ... exempted_whitelist=1 ... forged_headers_removed=0
-/// tag_unavailable_sessions=0 rejected_invalid=0 ... tagged_non_fqdn=0`: the sums over the
-/// front ends. The opt-in rules come after the rest, and the DNS lookups
-/// (`dns_lookups_ok=0 ...`) last, so that the line as it was before them is still its
+/// tag_unavailable_sessions=0 rejected_invalid=0 ... tagged_non_fqdn=0 rejected_unknown=0
+/// ... tagged_mismatch=0 dns_failure_tempfailed=0 ... dns_lookups_ok=0 ...`: the sums over
+/// the front ends. What came later comes last (the opt-in rules, then the DNS rules, DNS
+/// failures and DNS lookups), so that the line as it was before each is still its
 /// beginning, byte for byte.
 impl Display for Stats {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let matched = |f: &mut Formatter<'_>, opt_in: bool, mut sep: &'static str| {
-            for outcome in Outcome::ALL {
-                for rule in RuleKind::ALL
-                    .into_iter()
-                    .filter(|r| r.is_opt_in() == opt_in)
-                {
-                    let n: u64 = FrontEnd::ALL
-                        .iter()
-                        .map(|&via| self.matched(via, outcome, rule))
-                        .sum();
-                    let (outcome, rule) = (outcome.name(), rule.name().replace('-', "_"));
-                    write!(f, "{sep}{outcome}_{rule}={n}")?;
-                    sep = " ";
+        let matched =
+            |f: &mut Formatter<'_>, which: fn(&RuleKind) -> bool, mut sep: &'static str| {
+                for outcome in Outcome::ALL {
+                    for rule in RuleKind::ALL.into_iter().filter(which) {
+                        let n: u64 = FrontEnd::ALL
+                            .iter()
+                            .map(|&via| self.matched(via, outcome, rule))
+                            .sum();
+                        let (outcome, rule) = (outcome.name(), rule.name().replace('-', "_"));
+                        write!(f, "{sep}{outcome}_{rule}={n}")?;
+                        sep = " ";
+                    }
                 }
-            }
-            Ok(())
-        };
-        matched(f, false, "")?;
+                Ok(())
+            };
+        matched(f, |r| !r.is_opt_in(), "")?;
         for exemption in Exemption::ALL {
             let n: u64 = FrontEnd::ALL
                 .iter()
@@ -498,16 +519,22 @@ impl Display for Stats {
                 .sum();
             write!(f, " exempted_{}={n}", exemption.name())?;
         }
-        let sum = |count: fn(&Self, FrontEnd) -> u64| -> u64 {
-            FrontEnd::ALL.iter().map(|&via| count(self, via)).sum()
+        let sum_by = |count: &dyn Fn(FrontEnd) -> u64| -> u64 {
+            FrontEnd::ALL.iter().map(|&via| count(via)).sum()
         };
+        let sum = |count: fn(&Self, FrontEnd) -> u64| -> u64 { sum_by(&|via| count(self, via)) };
         write!(
             f,
             " forged_headers_removed={} tag_unavailable_sessions={}",
             sum(Self::forged_headers),
             sum(Self::tag_unavailable_sessions)
         )?;
-        matched(f, true, " ")?;
+        matched(f, |r| r.is_opt_in() && !r.is_dns(), " ")?;
+        matched(f, |r| r.is_dns(), " ")?;
+        for fallback in DnsFallback::ALL {
+            let n = sum_by(&|via| self.dns_failures(via, fallback));
+            write!(f, " dns_failure_{}={n}", fallback.name())?;
+        }
         write!(f, " {}", self.dns)
     }
 }
@@ -515,7 +542,7 @@ impl Display for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verdict::Rule;
+    use crate::{dns::Failure, verdict::Rule};
 
     #[test]
     fn counts_each_outcome_once() {
@@ -534,6 +561,12 @@ mod tests {
         stats.count(FrontEnd::PolicyService, &Verdict::Tag(Rule::NonFqdn));
         stats.count(milter, &Verdict::Reject(Rule::Invalid));
         stats.count(milter, &Verdict::Reject(Rule::Invalid));
+        stats.count(milter, &Verdict::Tag(Rule::Mismatch));
+        stats.count(FrontEnd::PolicyService, &Verdict::Reject(Rule::Unknown));
+        let failure = |fallback| Verdict::DnsFailure(Rule::Unknown, Failure::ServFail, fallback);
+        stats.count(milter, &failure(DnsFallback::Accept));
+        stats.count(FrontEnd::PolicyService, &failure(DnsFallback::Accept));
+        stats.count(milter, &failure(DnsFallback::NoVerdict));
         assert_eq!(
             stats.to_string(),
             "rejected_own_ip=0 rejected_ip=2 rejected_rcpt_domain=0 \
@@ -545,9 +578,13 @@ mod tests {
              forged_headers_removed=0 tag_unavailable_sessions=0 \
              rejected_invalid=2 rejected_non_fqdn=0 tempfailed_invalid=0 tempfailed_non_fqdn=0 \
              logged_invalid=0 logged_non_fqdn=0 tagged_invalid=0 tagged_non_fqdn=1 \
+             rejected_unknown=1 rejected_mismatch=0 tempfailed_unknown=0 tempfailed_mismatch=0 \
+             logged_unknown=0 logged_mismatch=0 tagged_unknown=0 tagged_mismatch=1 \
+             dns_failure_tempfailed=0 dns_failure_accepted=2 dns_failure_no_verdict=1 \
              dns_lookups_ok=0 dns_lookups_nxdomain=0 dns_lookups_nodata=0 \
              dns_lookups_servfail=0 dns_lookups_timeout=0 dns_lookups_dropped=0"
         );
+        assert_eq!(stats.dns_failures(milter, DnsFallback::Accept), 1);
         assert_eq!(
             stats.matched(FrontEnd::PolicyService, Outcome::Rejected, RuleKind::Ip),
             1
@@ -569,6 +606,7 @@ mod tests {
         check::<RuleKind>();
         check::<Exemption>();
         check::<crate::dns::counters::LookupResult>();
+        check::<DnsFallback>();
     }
 
     #[test]

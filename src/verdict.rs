@@ -1,8 +1,12 @@
 //! The decision: a pure function of the greeting, the connection, the recipient and the
 //! rule set. No I/O here; `judgement` (for both front ends) and `explain` call `decide`.
 
+mod dns;
+
+pub use dns::DnsFallback;
+
 use crate::{
-    dns::HeloDns,
+    dns::{Failure, HeloDns},
     domain::{self, HostName},
     helo::Helo,
     recipient::Recipient,
@@ -53,6 +57,10 @@ pub enum Rule {
     Invalid,
     /// The HELO is a host name of a single label.
     NonFqdn,
+    /// DNS has no A, AAAA or MX record of the HELO name.
+    Unknown,
+    /// The HELO name's addresses do not hold the client's.
+    Mismatch,
 }
 
 impl Rule {
@@ -63,6 +71,8 @@ impl Rule {
             Self::RcptDomain => RuleKind::RcptDomain,
             Self::Invalid => RuleKind::Invalid,
             Self::NonFqdn => RuleKind::NonFqdn,
+            Self::Unknown => RuleKind::Unknown,
+            Self::Mismatch => RuleKind::Mismatch,
         }
     }
 
@@ -81,6 +91,9 @@ impl Display for Rule {
             Self::RcptDomain => f.write_str("bogus helo matches rcpt"),
             Self::Invalid => f.write_str("bogus helo invalid name"),
             Self::NonFqdn => f.write_str("bogus helo not fully qualified"),
+            Self::Unknown => f.write_str("bogus helo unknown host"),
+            // Never a reply (`RuleKind::allows`): only the tag header and logs name it.
+            Self::Mismatch => f.write_str("bogus helo does not match the client"),
         }
     }
 }
@@ -128,13 +141,16 @@ pub enum Verdict {
     Log(Rule),
     /// Accepted; the message gets a header (`Tag`) that says why.
     Tag(Rule),
+    /// A DNS rule that a temporary DNS failure left undecided: never a verdict of the
+    /// rule itself; `DnsFallback` says what the recipient gets instead.
+    DnsFailure(Rule, Failure, DnsFallback),
 }
 
 impl Verdict {
     /// The action that made this verdict, where a rule matched and no exemption applied.
     pub fn action(&self) -> Option<Action> {
         match self {
-            Self::Pass | Self::Exempt(..) => None,
+            Self::Pass | Self::Exempt(..) | Self::DnsFailure(..) => None,
             Self::Reject(_) => Some(Action::Reject),
             Self::Tempfail(_) => Some(Action::Tempfail),
             Self::Log(_) => Some(Action::Log),
@@ -149,23 +165,27 @@ impl Verdict {
             | Self::Reject(rule)
             | Self::Tempfail(rule)
             | Self::Log(rule)
-            | Self::Tag(rule) => Some(rule),
+            | Self::Tag(rule)
+            | Self::DnsFailure(rule, ..) => Some(rule),
         }
     }
 }
 
 pub fn decide(ruleset: &RuleSet, conn: &Connection, rcpt: &Recipient<'_>) -> Verdict {
-    let Some(rule) = match_rule(ruleset, conn, rcpt) else {
-        return Verdict::Pass;
+    // The DNS rules come last, for a qualified name no other rule matched; they skip
+    // themselves where no setting turns them on (`dns::find`), so that one of them off by
+    // default leaves the name to the next.
+    let (rule, failure) = match match_rule(ruleset, conn, rcpt) {
+        Some(rule) => (rule, None),
+        None => match dns::find(ruleset, conn, rcpt) {
+            Some(found) => found,
+            None => return Verdict::Pass,
+        },
     };
     // An opt-in rule no setting turns on matches nothing: it is neither counted nor logged
     // as an exemption, so an upgrade changes no counter.
-    if rule.kind().is_opt_in()
-        && matches!(
-            ruleset.action_for(&rcpt.domain, rule.kind()).1,
-            Setting::OffByDefault(_)
-        )
-    {
+    let (action, setting) = ruleset.action_for(&rcpt.domain, rule.kind());
+    if rule.kind().is_opt_in() && matches!(setting, Setting::OffByDefault(_)) {
         return Verdict::Pass;
     }
     let exemption = if conn.client.is_some_and(|ip| ruleset.is_trusted(ip)) {
@@ -179,10 +199,14 @@ pub fn decide(ruleset: &RuleSet, conn: &Connection, rcpt: &Recipient<'_>) -> Ver
     } else {
         None
     };
+    if let Some(failure) = failure {
+        let fallback = DnsFallback::new(ruleset, action, exemption.is_some());
+        return Verdict::DnsFailure(rule, failure, fallback);
+    }
     if let Some(exemption) = exemption {
         return Verdict::Exempt(rule, exemption);
     }
-    match ruleset.action_for(&rcpt.domain, rule.kind()).0 {
+    match action {
         Action::Reject => Verdict::Reject(rule),
         Action::Tempfail => Verdict::Tempfail(rule),
         Action::Log => Verdict::Log(rule),
@@ -250,6 +274,21 @@ impl Reply {
         Self { code, status, text }
     }
 
+    /// The reply to a recipient that a DNS rule would refuse but a temporary DNS failure
+    /// left undecided, under `dns_failure = "tempfail"`.
+    pub fn dns_failure(reply_url: Option<&str>) -> Self {
+        const TEXT: &str = "bogus helo dns failure";
+        let text = match reply_url {
+            Some(url) => format!("{TEXT} {url}"),
+            None => TEXT.to_string(),
+        };
+        Self {
+            code: "451",
+            status: "4.4.3",
+            text,
+        }
+    }
+
     /// Whether the refusal is permanent (`5xx`) rather than temporary (`4xx`).
     pub fn is_permanent(&self) -> bool {
         self.code.starts_with('5')
@@ -311,7 +350,7 @@ mod tests {
     }
 
     /// `ruleset_with`, and `tables` after the domain tables (a table ends at the next).
-    fn ruleset_with_tables(extra: &str, tables: &str) -> RuleSet {
+    pub(super) fn ruleset_with_tables(extra: &str, tables: &str) -> RuleSet {
         let text = format!(
             "{extra}
             own_addresses = [\"203.0.113.0/24\", \"2001:db8:25::/64\"]

@@ -580,9 +580,9 @@ rcpt-domain = "tag"
     for line in [
         "\n[rules]\nip = \"tempfail\"\n",
         "\n[domains.\"example.org\".rules]\nown-ip = \"reject\"\nrcpt-domain = \"tag\"\n",
-        "# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn\n",
-        "#   (other domains)            reject     tempfail   reject      off        off\n",
-        "#   example.org                reject     log        tag         off        off\n",
+        "# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn   unknown    mismatch\n",
+        "#   (other domains)            reject     tempfail   reject      off        off        off        off\n",
+        "#   example.org                reject     log        tag         off        off        off        off\n",
     ] {
         assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
     }
@@ -590,7 +590,7 @@ rcpt-domain = "tag"
     for (config, message) in [
         (
             "[rules]\nip-literal = \"log\"",
-            "FILE: rules.ip-literal = \"log\": no such rule; the rules are own-ip, ip, rcpt-domain, invalid or non-fqdn",
+            "FILE: rules.ip-literal = \"log\": no such rule; the rules are own-ip, ip, rcpt-domain, invalid, non-fqdn, unknown or mismatch",
         ),
         (
             "[domains.\"x.example\".rules]\nownip = \"log\"",
@@ -1073,9 +1073,9 @@ action = "off"
     for line in [
         "\n[rules]\ninvalid = \"tempfail\"\n",
         "\n[domains.\"example.org\".rules]\nnon-fqdn = \"reject\"\n",
-        "#   (other domains)            reject     reject     reject      tempfail   off\n",
-        "#   example.org                log        log        log         tempfail   reject\n",
-        "#   off.example                off        off        off         off        off\n",
+        "#   (other domains)            reject     reject     reject      tempfail   off        off        off\n",
+        "#   example.org                log        log        log         tempfail   reject     off        off\n",
+        "#   off.example                off        off        off         off        off        off        off\n",
         "non-fqdn the default (off until a rule key names it)",
         "invalid domains.\"off.example\".action",
     ] {
@@ -1155,5 +1155,72 @@ fn dns_servers_and_dns_timeout_are_checked_and_shown() {
         ),
         "{}",
         r.stderr
+    );
+}
+
+/// The DNS rules' settings: `mismatch` is never refused (RFC 5321 §4.1.4), `dns_failure`
+/// is accept or tempfail, and `-t` shows them.
+#[test]
+fn dns_rule_settings_are_checked_and_shown() {
+    let rfc = "mismatch can only log, tag or be off: RFC 5321 §4.1.4 says a server MUST NOT refuse mail because the HELO does not match the client's address";
+    for (config, key, value) in [
+        ("[rules]\nmismatch = \"reject\"", "rules.mismatch", "reject"),
+        (
+            "[rules]\nmismatch = \"Tempfail\"",
+            "rules.mismatch",
+            "Tempfail",
+        ),
+        (
+            "[domains.\"x.example\".rules]\nmismatch = \"tempfail\"",
+            "domains.\"x.example\".rules.mismatch",
+            "tempfail",
+        ),
+    ] {
+        let r = run(config, &["-t"], &[]);
+        assert_eq!(r.code, 2, "{config}");
+        let message = format!("FILE: {key} = \"{value}\": {rfc}");
+        assert!(r.stderr.contains(&message), "{message:?} in: {}", r.stderr);
+    }
+    for value in ["defer", "reject", ""] {
+        let r = run(&format!("dns_failure = \"{value}\""), &["-t"], &[]);
+        assert_eq!(r.code, 2, "{value}");
+        let message = format!("FILE: dns_failure = \"{value}\": expected accept or tempfail");
+        assert!(r.stderr.contains(&message), "{message:?} in: {}", r.stderr);
+    }
+    let r = run("dns_failure = 1", &["-t"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("FILE: dns_failure: "), "{}", r.stderr);
+
+    let r = run("", &["-t"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("\ndns_failure = \"accept\"\n"),
+        "{}",
+        r.stdout
+    );
+    let config = "dns_failure = \"TEMPFAIL\"\n[rules]\nunknown = \"reject\"\nmismatch = \"tag\"\n[domains.\"example.org\"]\naction = \"off\"\n[domains.\"example.net\".rules]\nmismatch = \"log\"\n";
+    let r = run(config, &["-t"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for line in [
+        "\n# DNS, for the rules unknown and mismatch\ndns_failure = \"tempfail\"\n",
+        "\n[rules]\nunknown = \"reject\"\nmismatch = \"tag\"\n",
+        "#   (other domains)            reject     reject     reject      off        off        reject     tag\n",
+        "#   example.net                reject     reject     reject      off        off        reject     log\n",
+        "#   example.org                off        off        off         off        off        off        off\n",
+        "mismatch domains.\"example.net\".rules.mismatch",
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
+    }
+    // The same through the environment.
+    let r = run(
+        "",
+        &["-t"],
+        &[("BOGUS_HELO_MILTER_DNS_FAILURE", "tempfail")],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("\ndns_failure = \"tempfail\"\n"),
+        "{}",
+        r.stdout
     );
 }

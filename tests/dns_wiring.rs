@@ -4,13 +4,9 @@
 //! policy service at RCPT, once per message and name on a connection; never for an
 //! address, a name of one label, a trusted client or an authenticated one (policy); and a
 //! RCPT is answered though the DNS server never answers.
-//!
-//! They need a DNS rule to turn on (`unknown`, issue 21's second half): until the rule set
-//! knows it, they say so and skip.
 
 mod common;
 
-use bogus_helo_milter::config::Config;
 use common::in_process::{InProcess, TestDns, TestHost};
 use indymilter_test::{MacroStage, Status, TestConnection};
 use std::{
@@ -26,17 +22,6 @@ use tokio::{
 /// milter's test connections come from 198.51.100.7, the policy requests too.
 const CONFIG: &str =
     "trusted_networks = [\"192.0.2.0/24\"]\ndns_timeout = \"300ms\"\n[rules]\nunknown = \"log\"\n";
-
-fn dns_rules_here() -> bool {
-    if Config::parse(CONFIG, "probe").is_ok() {
-        return true;
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: no DNS rule to turn on yet ([rules] unknown)"
-    );
-    false
-}
 
 async fn start(dns: &std::sync::Arc<TestDns>) -> InProcess {
     let host = TestHost::new(&[], Some("mx.example.com"));
@@ -68,9 +53,6 @@ async fn milter_session(service: &InProcess, client: [u8; 4]) -> TestConnection 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_milter_asks_at_helo_once_per_name_and_a_silent_server_holds_up_no_rcpt() {
-    if !dns_rules_here() {
-        return;
-    }
     let dns = TestDns::new();
     let service = start(&dns).await;
     let mut conn = milter_session(&service, [198, 51, 100, 7]).await;
@@ -106,9 +88,6 @@ async fn the_milter_asks_at_helo_once_per_name_and_a_silent_server_holds_up_no_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_milter_never_asks_for_a_trusted_client() {
-    if !dns_rules_here() {
-        return;
-    }
     let dns = TestDns::new();
     let service = start(&dns).await;
     let mut trusted = milter_session(&service, [192, 0, 2, 7]).await;
@@ -163,9 +142,6 @@ async fn policy_requests(service: &InProcess, requests: &[(&str, &str, &str)]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_service_asks_at_rcpt_once_per_message_and_name() {
-    if !dns_rules_here() {
-        return;
-    }
     let dns = TestDns::new();
     let service = start(&dns).await;
     let answers = policy_requests(
@@ -222,9 +198,7 @@ fn policy_rcpt(addr: std::net::SocketAddr, helo: &str, instance: &str) -> String
 #[test]
 fn a_reload_that_changes_dns_servers_rebuilds_the_resolver() {
     use common::dns_server::{self, FakeDns, Nsd};
-    if !dns_rules_here()
-        || !common::dependency(dns_server::nsd_available(), "nsd", dns_server::INSTALL_NSD)
-    {
+    if !common::dependency(dns_server::nsd_available(), "nsd", dns_server::INSTALL_NSD) {
         return;
     }
     let silent = FakeDns::silent();

@@ -626,10 +626,10 @@ fn a_subdomain_entry_inherits_from_its_parent_entry() {
     let r = run(config, &["-t"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     for line in [
-        "#   *.example.com              log        log        log         off        off\n",
-        "#   a.example.com              log        tag        log         off        off\n",
-        "#   a.example.com              own-ip domains.\".example.com\".action, ip domains.\"a.example.com\".rules.ip, rcpt-domain domains.\".example.com\".action, invalid the default (off until a rule key names it), non-fqdn the default (off until a rule key names it)\n",
-        "#   (other domains)            own-ip action, ip action, rcpt-domain action, invalid the default (off until a rule key names it), non-fqdn the default (off until a rule key names it)\n",
+        "#   *.example.com              log        log        log         off        off        off        off\n",
+        "#   a.example.com              log        tag        log         off        off        off        off\n",
+        "#   a.example.com              own-ip domains.\".example.com\".action, ip domains.\"a.example.com\".rules.ip, rcpt-domain domains.\".example.com\".action, invalid the default (off until a rule key names it), non-fqdn the default (off until a rule key names it), unknown the default (off until a rule key names it), mismatch the default (off until a rule key names it)\n",
+        "#   (other domains)            own-ip action, ip action, rcpt-domain action, invalid the default (off until a rule key names it), non-fqdn the default (off until a rule key names it), unknown the default (off until a rule key names it), mismatch the default (off until a rule key names it)\n",
     ] {
         assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
     }

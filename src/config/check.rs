@@ -14,7 +14,7 @@ use super::{
 use crate::{
     address_set::AddressSet,
     domain,
-    ruleset::{Action, Actions, DomainActions, Parts, RuleKind, RuleSet},
+    ruleset::{Action, Actions, DnsFailure, DomainActions, Parts, RuleKind, RuleSet},
     socket::{Socket, UnixPermissions},
     whitelist::{Entry, Whitelist},
 };
@@ -162,6 +162,7 @@ impl Check<'_> {
         let domains = self.domains(&s.domains)?;
         let ReplyUrl(reply_url) = self.value("reply_url", &s.reply_url)?;
         let TagKey(tag_key) = self.value("tag_key", &s.tag_key)?;
+        let dns_failure: DnsFailure = self.value("dns_failure", &s.dns_failure)?;
         let own_networks = self.list("own_addresses", &s.own_addresses)?;
         let trusted_networks = self.list("trusted_networks", &s.trusted_networks)?;
         let own_names = self.unique("own_names", &s.own_names, |n: &HostName| n.0.clone())?;
@@ -182,6 +183,7 @@ impl Check<'_> {
             skip_authenticated: s.skip_authenticated,
             reply_url,
             tag_key,
+            dns_failure,
         }))
     }
 
@@ -201,7 +203,18 @@ impl Check<'_> {
                     &format!("no such rule; the rules are {}", RuleKind::NAMES),
                 )
             })?;
-            per_rule[rule.index()] = Some(self.value(&key, value)?);
+            let action = self.value(&key, value)?;
+            if !rule.allows(action) {
+                return Err(self.invalid(
+                    &key,
+                    value,
+                    &format!(
+                        "{} can only log, tag or be off: RFC 5321 §4.1.4 says a server MUST NOT refuse mail because the HELO does not match the client's address",
+                        rule.name()
+                    ),
+                ));
+            }
+            per_rule[rule.index()] = Some(action);
         }
         Ok(per_rule)
     }

@@ -103,9 +103,15 @@ fn run_time_keys(out: &mut String, config: &Config) {
     let _ = writeln!(out, "metrics_listen = {}", toml_string(&metrics));
 }
 
-/// The DNS settings of the rules `unknown` and `mismatch`: where and how long to ask (and
-/// what a DNS failure does, `dns_failure`, beside them).
+/// The DNS settings, for the rules `unknown` and `mismatch`: one block, the last of the
+/// top-level keys.
 fn dns_keys(out: &mut String, config: &Config) {
+    let _ = writeln!(out, "\n# DNS, for the rules unknown and mismatch");
+    let _ = writeln!(
+        out,
+        "dns_failure = \"{}\"",
+        config.ruleset.dns_failure().name()
+    );
     let _ = writeln!(out, "dns_servers = {}", list(&config.dns.servers));
     let timeout = humantime::format_duration(config.dns.timeout);
     let _ = writeln!(out, "dns_timeout = \"{timeout}\"");
@@ -142,7 +148,7 @@ fn rule_table(out: &mut String, header: &str, per_rule: &[Option<Action>; RuleKi
 fn effective_actions(out: &mut String, p: &RuleSet, domains: &[(String, Actions)]) {
     let _ = writeln!(
         out,
-        "\n# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn"
+        "\n# effective actions          own-ip     ip         rcpt-domain invalid    non-fqdn   unknown    mismatch"
     );
     // A `.parent` entry applies to the domains below it: show one of them.
     let mut rows = vec![("(other domains)".to_string(), String::new())];
@@ -155,8 +161,12 @@ fn effective_actions(out: &mut String, p: &RuleSet, domains: &[(String, Actions)
         (sample, rcpt_domain)
     }));
     for (label, domain) in &rows {
-        let [a, b, c, d, e] = RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
-        let _ = writeln!(out, "#   {label:<26} {a:<10} {b:<10} {c:<11} {d:<10} {e}");
+        let [a, b, c, d, e, f, g] =
+            RuleKind::ALL.map(|rule| p.action_for(domain, rule).0.to_string());
+        let _ = writeln!(
+            out,
+            "#   {label:<26} {a:<10} {b:<10} {c:<11} {d:<10} {e:<10} {f:<10} {g}"
+        );
     }
     // Which setting decides each cell, inherited ones included: why a row says what it says.
     let _ = writeln!(

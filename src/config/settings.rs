@@ -36,6 +36,9 @@ pub struct Settings {
     /// The DNS servers asked about HELO names; none: those of /etc/resolv.conf.
     pub dns_servers: Vec<String>,
     pub dns_timeout: String,
+    /// What a recipient gets when a DNS failure leaves a DNS rule that would refuse it
+    /// undecided: "accept" or "tempfail".
+    pub dns_failure: String,
     /// Rule name → action, for every recipient domain without its own.
     pub rules: BTreeMap<String, String>,
     pub domains: BTreeMap<String, DomainSettings>,
@@ -75,6 +78,7 @@ impl Default for Settings {
             metrics_listen: String::new(),
             dns_servers: Vec::new(),
             dns_timeout: "2s".into(),
+            dns_failure: "accept".into(),
             rules: BTreeMap::new(),
             domains: BTreeMap::new(),
         }

@@ -3,7 +3,12 @@
 //! adds the file, the key and the value. A value whose mistakes need more words gets a
 //! file of its own (`metrics_listen.rs`).
 
-use crate::{domain, ip_text, ruleset::Action, socket::Socket, whitelist::Entry};
+use crate::{
+    domain, ip_text,
+    ruleset::{Action, DnsFailure},
+    socket::Socket,
+    whitelist::Entry,
+};
 use ipnet::IpNet;
 use log::LevelFilter;
 use std::{net::SocketAddr, time::Duration};
@@ -74,6 +79,18 @@ impl Value for Action {
     fn parse(text: &str) -> Result<Self, String> {
         text.parse()
             .map_err(|()| format!("expected {}", Action::NAMES))
+    }
+}
+
+/// `dns_failure`: what a recipient gets when a DNS failure leaves a DNS rule that would
+/// refuse it undecided.
+impl Value for DnsFailure {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "accept" => Ok(Self::Accept),
+            "tempfail" => Ok(Self::Tempfail),
+            _ => Err("expected accept or tempfail".into()),
+        }
     }
 }
 

@@ -104,7 +104,7 @@ fn check_front_end(mut bed: Bed, metrics: SocketAddr, front_end: &str, other: &s
     }
     let series_counts = [
         // 2 front ends × 5 rules × 4 actions.
-        ("count(bogus_helo_milter_verdicts_total)", 40.0),
+        ("count(bogus_helo_milter_verdicts_total)", 56.0),
         ("sum(bogus_helo_milter_verdicts_total)", 0.0),
         // 2 front ends × 5 reasons.
         ("count(bogus_helo_milter_exemptions_total)", 10.0),
