@@ -571,7 +571,14 @@ fn explain_asks_live_and_prints_each_answer() {
         ),
     ] {
         let out = explain(&config, helo);
-        assert_lines(&out, &[&expected, "\nverdict:   accept\n"]);
+        assert_lines(
+            &out,
+            &[
+                &expected,
+                "\nrule:      none: the HELO is neither an IP address nor the recipient's domain or one of this server's names, and the DNS answers meet no DNS rule that is on\n",
+                "\nverdict:   accept\n",
+            ],
+        );
     }
     let silent = FakeDns::silent();
     let config = format!(
@@ -583,6 +590,8 @@ fn explain_asks_live_and_prints_each_answer() {
         &out,
         &[
             &answers("timeout", "timeout", "timeout"),
+            "\nrule:      unknown (\"bogus helo unknown host\"), undecided: no answer gave an A, AAAA or MX record, and a question failed (timeout), so DNS may know the name\n",
+            "\naction:    reject (from rules.unknown)\n",
             "\nverdict:   tempfail: a DNS failure (timeout) leaves unknown undecided, and dns_failure = \"tempfail\"\n",
             "\nreply:     451 4.4.3 bogus helo dns failure\n",
         ],
