@@ -7,7 +7,7 @@ use crate::{
     helo::Helo,
     judgement::{outcome, Outcome, Would},
     recipient::Recipient,
-    ruleset::{Action, RuleSet},
+    ruleset::{Action, RuleSet, Setting},
     verdict::{
         decide, is_own, name_rule, Connection, DnsFallback, Exemption, Rule, TagHeader, Verdict,
     },
@@ -122,6 +122,18 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
                 out,
                 "           ({} would match, but is off: {setting})",
                 off.name()
+            );
+        }
+        // Without the client's address mismatch is not judged at all: "meets no DNS
+        // rule" must not read as the name passing it.
+        let mismatch_on = !matches!(
+            ruleset.action_for(&rcpt.domain, Rule::Mismatch.kind()).1,
+            Setting::OffByDefault(_)
+        );
+        if conn.dns.is_some() && conn.client.is_none() && mismatch_on {
+            let _ = writeln!(
+                out,
+                "           (mismatch is on but not judged: it needs the client's address, --client)"
             );
         }
     }
@@ -269,6 +281,21 @@ mod tests {
                 "action:    tempfail (from rules.unknown)\n",
                 "reply:     450 4.7.1 bogus helo unknown host\n",
             ],
+        );
+        // Without the client's address, mismatch is not judged, and says so.
+        let ruleset = Config::parse("[rules]\nmismatch = \"tag\"", "test")
+            .unwrap()
+            .ruleset()
+            .clone();
+        let q = Question {
+            helo: "mail.example.net".into(),
+            rcpt: "u@example.com".into(),
+            dns: Some(unknown.clone()),
+            ..Question::default()
+        };
+        assert_lines(
+            &explain(&ruleset, &q),
+            &["           (mismatch is on but not judged: it needs the client's address, --client)\nverdict:   accept\n"],
         );
         // Off by default: the rule that would match is named, with why it is off.
         let out = explain_with("", "198.51.100.7", unknown);
