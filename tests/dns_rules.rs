@@ -196,12 +196,15 @@ action = "off"
     let cases = [
         (names::MISSING, refused),
         (names::TXT_ONLY, refused),
+        // An alias of a name that does not exist is no better, as for Postfix.
+        (names::DANGLING, refused),
         // Compared in its normal form, asked as that.
         ("Missing.HELO.test.", refused),
         (names::A_ONLY, passed),
         (names::AAAA_ONLY, passed),
         (names::MX_ONLY, passed),
         (names::CLIENT, passed),
+        (names::ALIAS, passed),
     ];
     let mut problems = Vec::new();
     for (i, (helo, expected)) in cases.iter().enumerate() {
@@ -569,6 +572,8 @@ fn explain_asks_live_and_prints_each_answer() {
             names::CLIENT,
             answers("198.51.100.7", "NODATA", "mx.example.net"),
         ),
+        // The address the alias leads to; the CNAME itself is no answer to AAAA or MX.
+        (names::ALIAS, answers("192.0.2.10", "NODATA", "NODATA")),
     ] {
         let out = explain(&config, helo);
         assert_lines(
