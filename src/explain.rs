@@ -2,12 +2,12 @@
 //! mail administrator can pass on to a sender.
 
 use crate::{
-    dns::{answer::Finding, HeloDns},
+    dns::{answer::Finding, Failure, HeloDns},
     domain,
     helo::Helo,
     judgement::{outcome, Outcome, Would},
     recipient::Recipient,
-    ruleset::{Action, RuleSet},
+    ruleset::{Action, RuleSet, Setting},
     verdict::{
         decide, is_own, name_rule, Connection, DnsFallback, Exemption, Rule, TagHeader, Verdict,
     },
@@ -96,15 +96,19 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
             let _ = writeln!(out, "{label:<10} {line}");
         }
     }
-    let rule = match verdict.rule() {
-        None => "none: the HELO is neither an IP address nor the recipient's domain or one of this server's names".to_string(),
-        Some(rule @ Rule::OwnIp(_)) => format!("{} (\"{rule}\"): the HELO is one of this server's own addresses (local address, interface or own_addresses)", rule.name()),
-        Some(rule @ Rule::Ip) => format!("{} (\"{rule}\"): the HELO is an IP address instead of a host name", rule.name()),
-        Some(rule @ Rule::RcptDomain) => format!("{} (\"{rule}\"): the HELO is the recipient's domain or one of this server's names (own_names, --server-name)", rule.name()),
-        Some(rule @ Rule::Invalid) => format!("{} (\"{rule}\"): the HELO is neither a valid host name (letters, digits, hyphens; labels of 1 to 63; at most 253) nor an IP address", rule.name()),
-        Some(rule @ Rule::NonFqdn) => format!("{} (\"{rule}\"): the HELO is a host name of a single label, not fully qualified", rule.name()),
-        Some(rule @ Rule::Unknown) => format!("{} (\"{rule}\"): DNS has no A, AAAA or MX record of the HELO name (each NXDOMAIN or NODATA)", rule.name()),
-        Some(rule @ Rule::Mismatch) => format!("{}: the HELO name's addresses (A for an IPv4 client, AAAA for IPv6) do not hold the client's address; never refused (RFC 5321 §4.1.4)", rule.name()),
+    let rule = match (verdict, verdict.rule()) {
+        // What the rule asks could not be answered: the line says so rather than claim
+        // what a rule that matched would (a name DNS does not know, say).
+        (Verdict::DnsFailure(rule, failure, _), _) => undecided(rule, failure),
+        (_, None) if conn.dns.is_some() => "none: the HELO is neither an IP address nor the recipient's domain or one of this server's names, and the DNS answers meet no DNS rule that is on".to_string(),
+        (_, None) => "none: the HELO is neither an IP address nor the recipient's domain or one of this server's names".to_string(),
+        (_, Some(rule @ Rule::OwnIp(_))) => format!("{} (\"{rule}\"): the HELO is one of this server's own addresses (local address, interface or own_addresses)", rule.name()),
+        (_, Some(rule @ Rule::Ip)) => format!("{} (\"{rule}\"): the HELO is an IP address instead of a host name", rule.name()),
+        (_, Some(rule @ Rule::RcptDomain)) => format!("{} (\"{rule}\"): the HELO is the recipient's domain or one of this server's names (own_names, --server-name)", rule.name()),
+        (_, Some(rule @ Rule::Invalid)) => format!("{} (\"{rule}\"): the HELO is neither a valid host name (letters, digits, hyphens; labels of 1 to 63; at most 253) nor an IP address", rule.name()),
+        (_, Some(rule @ Rule::NonFqdn)) => format!("{} (\"{rule}\"): the HELO is a host name of a single label, not fully qualified", rule.name()),
+        (_, Some(rule @ Rule::Unknown)) => format!("{} (\"{rule}\"): DNS has no A, AAAA or MX record of the HELO name (each NXDOMAIN or NODATA)", rule.name()),
+        (_, Some(rule @ Rule::Mismatch)) => format!("{}: the HELO name's addresses (A for an IPv4 client, AAAA for IPv6) do not hold the client's address; never refused (RFC 5321 §4.1.4)", rule.name()),
     };
     let _ = writeln!(out, "rule:      {rule}");
     if verdict.rule().is_none() {
@@ -118,6 +122,18 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
                 out,
                 "           ({} would match, but is off: {setting})",
                 off.name()
+            );
+        }
+        // Without the client's address mismatch is not judged at all: "meets no DNS
+        // rule" must not read as the name passing it.
+        let mismatch_on = !matches!(
+            ruleset.action_for(&rcpt.domain, Rule::Mismatch.kind()).1,
+            Setting::OffByDefault(_)
+        );
+        if conn.dns.is_some() && conn.client.is_none() && mismatch_on {
+            let _ = writeln!(
+                out,
+                "           (mismatch is on but not judged: it needs the client's address, --client)"
             );
         }
     }
@@ -180,6 +196,16 @@ pub fn explain(ruleset: &RuleSet, q: &Question) -> String {
         }
     }
     out
+}
+
+/// The rule line of a DNS rule that `failure` left undecided: why it is neither matched
+/// nor not.
+fn undecided(rule: Rule, failure: Failure) -> String {
+    let failure = failure.name();
+    match rule {
+        Rule::Mismatch => format!("{}, undecided: the question for the client's family of addresses (A for IPv4, AAAA for IPv6) failed ({failure}), so whether they hold the client's address is not known", rule.name()),
+        _ => format!("{} (\"{rule}\"), undecided: no answer gave an A, AAAA or MX record, and a question failed ({failure}), so DNS may know the name", rule.name()),
+    }
 }
 
 /// The DNS rule the answers meet, whatever the settings: what to name when it is off.
@@ -256,12 +282,27 @@ mod tests {
                 "reply:     450 4.7.1 bogus helo unknown host\n",
             ],
         );
+        // Without the client's address, mismatch is not judged, and says so.
+        let ruleset = Config::parse("[rules]\nmismatch = \"tag\"", "test")
+            .unwrap()
+            .ruleset()
+            .clone();
+        let q = Question {
+            helo: "mail.example.net".into(),
+            rcpt: "u@example.com".into(),
+            dns: Some(unknown.clone()),
+            ..Question::default()
+        };
+        assert_lines(
+            &explain(&ruleset, &q),
+            &["           (mismatch is on but not judged: it needs the client's address, --client)\nverdict:   accept\n"],
+        );
         // Off by default: the rule that would match is named, with why it is off.
         let out = explain_with("", "198.51.100.7", unknown);
         assert_lines(
             &out,
             &[
-                "rule:      none",
+                "rule:      none: the HELO is neither an IP address nor the recipient's domain or one of this server's names, and the DNS answers meet no DNS rule that is on\n",
                 "(unknown would match, but is off: the default (off until a rule key names it))\n",
                 "verdict:   accept\n",
             ],
@@ -284,6 +325,8 @@ mod tests {
             &out,
             &[
                 "dns:       A: timeout\n           AAAA: NXDOMAIN\n           MX: servfail\n",
+                // Not "DNS has no A, AAAA or MX record": that is not known.
+                "rule:      unknown (\"bogus helo unknown host\"), undecided: no answer gave an A, AAAA or MX record, and a question failed (timeout), so DNS may know the name\n",
                 "action:    reject (from rules.unknown)\n",
                 "verdict:   tempfail: a DNS failure (timeout) leaves unknown undecided, and dns_failure = \"tempfail\"\n",
                 "reply:     451 4.4.3 bogus helo dns failure\n",
@@ -305,6 +348,16 @@ mod tests {
         assert_lines(
             &out,
             &["verdict:   accept: a DNS failure (timeout) leaves unknown undecided; no verdict, since it would not refuse this recipient\n"],
+        );
+        let failed = HeloDns {
+            a: Failed(crate::dns::Failure::ServFail),
+            aaaa: Answer::Addresses(vec!["2001:db8::7".parse().unwrap()]),
+            mx: NoData,
+        };
+        let out = explain_with("[rules]\nmismatch = \"tag\"", "198.51.100.7", failed);
+        assert_lines(
+            &out,
+            &["rule:      mismatch, undecided: the question for the client's family of addresses (A for IPv4, AAAA for IPv6) failed (servfail), so whether they hold the client's address is not known\n"],
         );
     }
 }

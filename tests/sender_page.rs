@@ -3,6 +3,9 @@
 //! the binary gives, as `explain` prints it, is explained in both files, each in the HTML
 //! section whose anchor README names.
 
+mod common;
+
+use common::dns_server::{self, names, FakeDns, Nsd};
 use std::{fs, path::Path, process::Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bogus-helo-milter");
@@ -113,13 +116,35 @@ fn the_page_explains_the_replies_of_the_opt_in_rules() {
         assert!(reply.starts_with("550 "), "{helo}: {reply}");
         assert_explained(&reply, anchor);
     }
-    // Issue 21's texts for the DNS rule and a DNS failure: explain cannot give them
-    // without a DNS lookup yet (explain's own unit tests check them from given answers).
-    assert_explained(
-        "550 5.7.1 bogus helo unknown host",
-        "bogus-helo-unknown-host",
+}
+
+#[test]
+fn the_page_explains_the_replies_of_the_dns_rules() {
+    // As explain gives them from its live lookups: a server that never answers, with
+    // dns_failure = "tempfail"; then NSD's NXDOMAIN for a name not in its zone.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.conf");
+    let with_server = |server: std::net::SocketAddr, extra: &str| {
+        let text = format!("dns_servers = [\"{server}\"]\n{extra}[rules]\nunknown = \"reject\"\n");
+        fs::write(&config, text).unwrap();
+    };
+    let silent = FakeDns::silent();
+    with_server(
+        silent.addr,
+        "dns_timeout = \"300ms\"\ndns_failure = \"tempfail\"\n",
     );
-    assert_explained("451 4.4.3 bogus helo dns failure", "dns-failure");
+    let reply = reply_under(&config, "reject", names::MISSING, "info@example.com");
+    assert!(reply.starts_with("451 4.4.3 "), "{reply}");
+    assert_explained(&reply, "dns-failure");
+
+    if !common::dependency(dns_server::nsd_available(), "nsd", dns_server::INSTALL_NSD) {
+        return;
+    }
+    let nsd = Nsd::start();
+    with_server(nsd.addr, "");
+    let reply = reply_under(&config, "reject", names::MISSING, "info@example.com");
+    assert!(reply.starts_with("550 "), "{reply}");
+    assert_explained(&reply, "bogus-helo-unknown-host");
 }
 
 #[test]

@@ -49,6 +49,9 @@ other      IN A    192.0.2.21
 other      IN AAAA 2001:db8::20
 ; a record that the cache keeps for one second only
 short  1   IN A    192.0.2.30
+; aliases: to a name with an address, and to a name that does not exist
+alias      IN CNAME a-only
+dangling   IN CNAME missing
 "#;
 
 /// The zone's names, fully qualified, as the tests ask them.
@@ -61,6 +64,10 @@ pub mod names {
     pub const CLIENT6: &str = "client6.helo.test";
     pub const OTHER: &str = "other.helo.test";
     pub const SHORT: &str = "short.helo.test";
+    /// A CNAME to `a-only`.
+    pub const ALIAS: &str = "alias.helo.test";
+    /// A CNAME to `missing`, a name that does not exist.
+    pub const DANGLING: &str = "dangling.helo.test";
     /// Not in the zone: NXDOMAIN.
     pub const MISSING: &str = "missing.helo.test";
 }
