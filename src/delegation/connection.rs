@@ -3,6 +3,7 @@
 //! asks, no answer, a warning and the connection closed).
 
 use super::{
+    reader::BurstReader,
     request::{read_request, Request, Trouble},
     Service,
 };
@@ -11,7 +12,7 @@ use indymilter::EitherStream;
 use log::{debug, warn};
 use std::{io, time::Instant};
 use tokio::{
-    io::{AsyncWriteExt, BufReader},
+    io::AsyncWriteExt,
     net::{TcpStream, UnixStream},
     select,
     sync::watch,
@@ -21,17 +22,15 @@ use tokio::{
 /// A policy connection's socket.
 pub(super) type PolicyStream = EitherStream<TcpStream, UnixStream>;
 
-/// The read buffer of a request: Postfix's requests (some 30 attributes, 1 KiB or so)
-/// fit in one read; a longer one takes more. It exists only while a request is read:
-/// Postfix keeps a connection open between requests, and an idle one holds no buffer.
-const REQUEST_BUFFER: usize = 4096;
-
-/// Waits until the socket has something to read (or its end), without a buffer.
+/// Waits until the socket has something to read (or its end), without a buffer. The
+/// `poll_read_ready` of a stream costs less than its `readable`, which takes a lock to
+/// queue its waker; the connection's one task is the stream's only reader.
 async fn readable(stream: &PolicyStream) -> io::Result<()> {
-    match stream {
-        EitherStream::Tcp(tcp) => tcp.readable().await,
-        EitherStream::Unix(unix) => unix.readable().await,
-    }
+    std::future::poll_fn(|cx| match stream {
+        EitherStream::Tcp(tcp) => tcp.poll_read_ready(cx),
+        EitherStream::Unix(unix) => unix.poll_read_ready(cx),
+    })
+    .await
 }
 
 impl Service {
@@ -69,7 +68,8 @@ impl Service {
                     return;
                 }
             }
-            let mut reader = BufReader::with_capacity(REQUEST_BUFFER, &mut stream);
+            // A buffer only from here: an idle connection holds none.
+            let mut reader = BurstReader::new(&mut stream);
             loop {
                 // A request under way is read to its end and answered, even while
                 // stopping. Its first bytes are here: the RCPT answer time counts from now.
@@ -91,7 +91,7 @@ impl Service {
                 }
                 // Postfix waits for the answer before its next request; a client that
                 // sent more already has it read from the buffer, which is kept for it.
-                if reader.buffer().is_empty() {
+                if !reader.has_buffered() {
                     break;
                 }
                 if *stop.borrow() {
