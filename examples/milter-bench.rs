@@ -40,7 +40,13 @@
 //! stime from /proc/PID/stat over the rounds ÷ sessions), this client's CPU per session,
 //! and the ratios of the real milter to each baseline. Before the rounds, on freshly
 //! started servers: VmRSS with `--idle-connections` (1,000) negotiated, connected, idle
-//! milter connections, before and after, in kB per connection.
+//! milter connections, before and after, in kB per connection; then VmRSS with `--storm`
+//! (2,000) connections opened at once, and every 250 ms for `--settle` (5 s) after they
+//! all closed, against the fresh process's (does the memory come back?). With `--milter`,
+//! also the real milter's policy service alone (`socket = ""`): VmRSS with
+//! `--policy-idle` (1,000) connections that each made one request and stay open.
+//! `--other-milter PATH` adds another build of the real milter as target `other`, to
+//! compare two builds (an allocator, say) in one run.
 //!
 //! With `--metrics`, the real milter runs twice, with `metrics_listen` on (target
 //! `milter+m`) and off (`milter`), in alternating rounds like the others; during each
