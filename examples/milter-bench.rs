@@ -40,7 +40,13 @@
 //! stime from /proc/PID/stat over the rounds ÷ sessions), this client's CPU per session,
 //! and the ratios of the real milter to each baseline. Before the rounds, on freshly
 //! started servers: VmRSS with `--idle-connections` (1,000) negotiated, connected, idle
-//! milter connections, before and after, in kB per connection.
+//! milter connections, before and after, in kB per connection; then VmRSS with `--storm`
+//! (2,000) connections opened at once, and every 250 ms for `--settle` (5 s) after they
+//! all closed, against the fresh process's (does the memory come back?). With `--milter`,
+//! also the real milter's policy service alone (`socket = ""`): VmRSS with
+//! `--policy-idle` (1,000) connections that each made one request and stay open.
+//! `--other-milter PATH` adds another build of the real milter as target `other`, to
+//! compare two builds (an allocator, say) in one run.
 //!
 //! With `--metrics`, the real milter runs twice, with `metrics_listen` on (target
 //! `milter+m`) and off (`milter`), in alternating rounds like the others; during each
@@ -50,6 +56,9 @@
 //! Bounded: every session has a timeout, every round a duration; the servers it started
 //! are stopped (SIGTERM, then SIGKILL) when it ends, fails, panics or gets SIGINT/SIGTERM.
 //! It only talks to 127.0.0.1.
+
+#[path = "milter_bench/memory.rs"]
+mod memory;
 
 use clap::Parser;
 use nix::{sys::signal::Signal, unistd::Pid};
@@ -86,6 +95,10 @@ struct Args {
     /// Where the real milter's stderr (its log) goes; default: a temporary file.
     #[arg(long, value_name = "FILE")]
     milter_log: Option<PathBuf>,
+    /// Another build of the real milter, run as target `other` with the same
+    /// configuration and expectations (to compare two builds in one run).
+    #[arg(long, value_name = "PATH", requires = "milter")]
+    other_milter: Option<PathBuf>,
     /// The null indymilter milter (target/release/examples/null-milter).
     #[arg(long, value_name = "PATH")]
     null: Option<PathBuf>,
@@ -119,6 +132,17 @@ struct Args {
     /// Idle negotiated connections for the memory measurement (0: skip it).
     #[arg(long, default_value_t = 1000)]
     idle_connections: usize,
+    /// Connections opened at once and all closed after the idle measurement, with VmRSS
+    /// sampled while the milter settles (0: skip it).
+    #[arg(long, default_value_t = 2000)]
+    storm: usize,
+    /// How long VmRSS is sampled after the storm.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    settle: Duration,
+    /// Idle connections to the real milter's policy service, after one request each, for
+    /// its memory (0: skip it; needs --milter).
+    #[arg(long, default_value_t = 1000)]
+    policy_idle: usize,
     /// Threads of this load generator (1: a current-thread runtime, the cheapest).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -814,18 +838,25 @@ fn config_with_port(
     metrics: Option<SocketAddr>,
     out: &Path,
 ) -> Result<(), String> {
-    let text = fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
-    let mut new = format!("socket = \"inet:127.0.0.1:{port}\"\n");
+    let mut head = format!("socket = \"inet:127.0.0.1:{port}\"\n");
     if let Some(addr) = metrics {
-        new.push_str(&format!("metrics_listen = \"{addr}\"\n"));
+        head.push_str(&format!("metrics_listen = \"{addr}\"\n"));
     }
+    config_with_head(config, &head, out)
+}
+
+/// The real milter's configuration with its `socket`, `policy_socket` and
+/// `metrics_listen` lines replaced by `head` (before any table).
+fn config_with_head(config: &Path, head: &str, out: &Path) -> Result<(), String> {
+    let text = fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut new = head.to_string();
     for line in text.lines() {
         let key = line.trim_start();
         let is_key = |name: &str| {
             key.strip_prefix(name)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         };
-        if !is_key("socket") && !is_key("metrics_listen") {
+        if !is_key("socket") && !is_key("policy_socket") && !is_key("metrics_listen") {
             new.push_str(line);
             new.push('\n');
         }
@@ -879,6 +910,7 @@ struct Target {
     server_cpu_ticks: Vec<u64>,
     client_cpu_ticks: Vec<u64>,
     rss: Option<(u64, u64)>,
+    storm: Option<memory::Storm>,
 }
 
 struct Round {
@@ -966,9 +998,20 @@ async fn scrape_every_second(addr: SocketAddr, deadline: Instant) -> (u64, u64) 
 /// after, in kB.
 async fn idle_rss(target: &Target, n: usize, args: &Args) -> Result<(u64, u64), String> {
     let pid = target.server.pid();
+    let before = vm_rss_kb(pid);
+    let open = open_idle(target, n, args).await?;
+    sleep(Duration::from_millis(500)).await;
+    let after = vm_rss_kb(pid);
+    drop(open);
+    // Let the server close them before the rounds start.
+    sleep(Duration::from_millis(500)).await;
+    Ok((before, after))
+}
+
+/// Opens `n` negotiated, connected milter connections, at most 64 connects in flight.
+async fn open_idle(target: &Target, n: usize, args: &Args) -> Result<Vec<Mta>, String> {
     let addr = target.server.addr;
     let nodelay = args.nodelay;
-    let before = vm_rss_kb(pid);
     let mut open = Vec::with_capacity(n);
     let mut pending = JoinSet::new();
     let mut started = 0;
@@ -1022,12 +1065,7 @@ async fn idle_rss(target: &Target, n: usize, args: &Args) -> Result<(u64, u64), 
             None => break,
         }
     }
-    sleep(Duration::from_millis(500)).await;
-    let after = vm_rss_kb(pid);
-    drop(open);
-    // Let the server close them before the rounds start.
-    sleep(Duration::from_millis(500)).await;
-    Ok((before, after))
+    Ok(open)
 }
 
 fn micros(d: Duration) -> u32 {
@@ -1056,6 +1094,7 @@ async fn bench(mut args: Args) -> Result<bool, String> {
     if args.quick {
         args.duration = Duration::from_millis(300);
         args.rounds = 2;
+        args.settle = args.settle.min(Duration::from_secs(1));
     }
     if args.domains.is_empty() || args.domains.iter().any(|d| d.is_empty()) {
         return Err("--domains needs at least one domain".into());
@@ -1075,6 +1114,9 @@ async fn bench(mut args: Args) -> Result<bool, String> {
         specs.push(("milter", milter.clone(), vec![], Expect::Verdicts));
         if args.metrics {
             specs.push((METRICS_ON, milter.clone(), vec![], Expect::Verdicts));
+        }
+        if let Some(other) = &args.other_milter {
+            specs.push((OTHER, other.clone(), vec![], Expect::Verdicts));
         }
     }
     if let Some(null) = &args.null {
@@ -1117,7 +1159,7 @@ async fn bench(mut args: Args) -> Result<bool, String> {
             .map(|a| a.replace("{port}", &port.to_string()))
             .collect();
         let mut log = dir.path().join(format!("{name}.log"));
-        if name == "milter" || name == METRICS_ON {
+        if name == "milter" || name == METRICS_ON || name == OTHER {
             let config = dir.path().join(format!("{name}.conf"));
             config_with_port(
                 args.config.as_deref().unwrap_or(Path::new("")),
@@ -1154,6 +1196,7 @@ async fn bench(mut args: Args) -> Result<bool, String> {
             server_cpu_ticks: vec![0; args.concurrency.len()],
             client_cpu_ticks: vec![0; args.concurrency.len()],
             rss: None,
+            storm: None,
         });
     }
 
@@ -1168,6 +1211,35 @@ async fn bench(mut args: Args) -> Result<bool, String> {
             target.server.check_alive()?;
         }
     }
+
+    if args.storm > 0 {
+        for target in &mut targets {
+            let storm = memory::storm(target, args.storm, args.settle, &args).await?;
+            eprintln!(
+                "milter-bench: {}: VmRSS {} kB -> {} kB with {} connections open, {} kB {:?} after they closed",
+                target.server.name,
+                storm.before,
+                storm.open,
+                args.storm,
+                storm.after.last().map_or(0, |(_, rss)| *rss),
+                args.settle,
+            );
+            target.storm = Some(storm);
+            target.server.check_alive()?;
+        }
+    }
+    let policy = match (&args.milter, &args.config) {
+        (Some(milter), Some(config)) if args.policy_idle > 0 => {
+            let rss =
+                memory::policy_idle(milter, config, dir.path(), args.policy_idle, &args).await?;
+            eprintln!(
+                "milter-bench: policy: VmRSS {} kB -> {} kB with {} idle connections",
+                rss.0, rss.1, args.policy_idle
+            );
+            Some(rss)
+        }
+        _ => None,
+    };
 
     for (ci, &concurrency) in args.concurrency.iter().enumerate() {
         for round in 1..=args.rounds {
@@ -1186,14 +1258,16 @@ async fn bench(mut args: Args) -> Result<bool, String> {
         }
     }
 
-    Ok(report(&mut targets, &args, tick))
+    Ok(report(&mut targets, policy, &args, tick))
 }
 
 /// The target name of the real milter with `metrics_listen` on (`--metrics`).
 const METRICS_ON: &str = "milter+m";
+/// The target name of the other build of the real milter (`--other-milter`).
+const OTHER: &str = "other";
 
 /// Prints the results; returns whether every session went as expected.
-fn report(targets: &mut [Target], args: &Args, tick: u64) -> bool {
+fn report(targets: &mut [Target], policy: Option<(u64, u64)>, args: &Args, tick: u64) -> bool {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -1279,7 +1353,7 @@ fn report(targets: &mut [Target], args: &Args, tick: u64) -> bool {
     if names.first() == Some(&"milter")
         && names
             .iter()
-            .any(|n| n.starts_with("null") || *n == "libmilter")
+            .any(|n| n.starts_with("null") || *n == "libmilter" || *n == OTHER)
     {
         let _ = writeln!(
             out,
@@ -1343,6 +1417,8 @@ fn report(targets: &mut [Target], args: &Args, tick: u64) -> bool {
             }
         }
     }
+
+    memory::report(&mut out, targets, policy, args);
 
     let rejected: u64 = targets
         .iter()

@@ -3,28 +3,43 @@
 //! asks, no answer, a warning and the connection closed).
 
 use super::{
-    request::{read_request, Request, Trouble, MAX_LINE},
+    reader::BurstReader,
+    request::{read_request, Request, Trouble},
     Service,
 };
 use crate::{dns::session::Recent, stats::FrontEnd};
+use indymilter::EitherStream;
 use log::{debug, warn};
-use std::time::Instant;
+use std::{io, time::Instant};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    io::AsyncWriteExt,
+    net::{TcpStream, UnixStream},
     select,
     sync::watch,
     time::timeout_at,
 };
 
+/// A policy connection's socket.
+pub(super) type PolicyStream = EitherStream<TcpStream, UnixStream>;
+
+/// Waits until the socket has something to read (or its end), without a buffer. The
+/// `poll_read_ready` of a stream costs less than its `readable`, which takes a lock to
+/// queue its waker; the connection's one task is the stream's only reader.
+async fn readable(stream: &PolicyStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| match stream {
+        EitherStream::Tcp(tcp) => tcp.poll_read_ready(cx),
+        EitherStream::Unix(unix) => unix.poll_read_ready(cx),
+    })
+    .await
+}
+
 impl Service {
-    pub(super) async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    pub(super) async fn connection(
         &self,
-        stream: S,
+        mut stream: PolicyStream,
         peer: &str,
         mut stop: watch::Receiver<bool>,
     ) {
-        // Requests and answers alternate: one buffered stream serves both ways.
-        let mut stream = BufReader::with_capacity(MAX_LINE, stream);
         let mut line = Vec::with_capacity(256);
         let mut request = Request::default();
         let mut lookups = Recent::default();
@@ -34,12 +49,11 @@ impl Service {
             let idle_deadline = tokio::time::Instant::now() + idle;
             let ready = select! {
                 biased;
-                ready = timeout_at(idle_deadline, stream.fill_buf()) => ready,
+                ready = timeout_at(idle_deadline, readable(&stream)) => ready,
                 _ = stop.wait_for(|stopped| *stopped) => return,
             };
             match ready {
-                Ok(Ok([])) => return,
-                Ok(Ok(_)) => {}
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     debug!(
                         "event=policy_connection peer={peer} closed error={:?}",
@@ -55,28 +69,36 @@ impl Service {
                     return;
                 }
             }
-            // A request under way is read to its end and answered, even while stopping.
-            // Its first bytes are here: the RCPT answer time counts from now.
-            let arrived = Instant::now();
-            let deadline = tokio::time::Instant::now() + idle;
-            let read = read_request(&mut stream, &mut line, &mut request);
-            match timeout_at(deadline, read).await {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => return,
-                Ok(Err(trouble)) => return self.trouble(peer, &trouble),
-                Err(_) => return self.trouble(peer, &Trouble::Slow(idle)),
-            }
-            let dns = self.dns_for(&request, &mut lookups).await;
-            let answer = self.answer(&request, dns);
-            let written = async {
-                stream.write_all(&answer).await?;
-                stream.flush().await
-            };
-            if let Err(e) = written.await {
-                return self.trouble(peer, &Trouble::Io(e));
-            }
-            if request.protocol_state.eq_ignore_ascii_case("RCPT") {
-                self.shared.stats.answered(FrontEnd::PolicyService, arrived);
+            // A buffer only from here: an idle connection holds none.
+            let mut reader = BurstReader::new(&mut stream);
+            loop {
+                // A request under way is read to its end and answered, even while
+                // stopping. Its first bytes are here: the RCPT answer time counts from now.
+                let arrived = Instant::now();
+                let deadline = tokio::time::Instant::now() + idle;
+                let read = read_request(&mut reader, &mut line, &mut request);
+                match timeout_at(deadline, read).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => return,
+                    Ok(Err(trouble)) => return self.trouble(peer, &trouble),
+                    Err(_) => return self.trouble(peer, &Trouble::Slow(idle)),
+                }
+                let dns = self.dns_for(&request, &mut lookups).await;
+                let answer = self.answer(&request, dns);
+                if let Err(e) = reader.get_mut().write_all(&answer).await {
+                    return self.trouble(peer, &Trouble::Io(e));
+                }
+                if request.protocol_state.eq_ignore_ascii_case("RCPT") {
+                    self.shared.stats.answered(FrontEnd::PolicyService, arrived);
+                }
+                // Postfix waits for the answer before its next request; a client that
+                // sent more already has it read from the buffer, which is kept for it.
+                if !reader.has_buffered() {
+                    break;
+                }
+                if *stop.borrow() {
+                    return;
+                }
             }
         }
     }

@@ -17,6 +17,7 @@
 mod answer;
 mod connection;
 mod misplaced;
+mod reader;
 mod request;
 mod tagged;
 

@@ -15,92 +15,98 @@
 // this program. If not, see <https://www.gnu.org/licenses/>.
 
 use crate::message::{self, reply::Reply, Message};
-use std::{io, time::Duration};
+use std::{
+    io::{self, ErrorKind},
+    sync::Arc,
+    time::Duration,
+};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufStream},
-    sync::{mpsc, oneshot},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::Mutex,
     time,
 };
 use tracing::trace;
 
-enum Request {
-    WriteMsg {
-        msg: Message,
-        response: oneshot::Sender<io::Result<()>>,
-    },
-    ReadMsg {
-        response: oneshot::Sender<io::Result<Message>>,
-    },
+// An MTA holds one connection per SMTP session in progress, most of them idle,
+// so a connection that waits holds no buffer, and no task or channel of its
+// own. It waits for the next packet by reading its header alone; the rest of
+// what the MTA sent (the packets of a stage are a few hundred bytes) is then
+// read into a buffer of `READ_BUFFER_LEN`, released as soon as it has been
+// consumed. A payload that does not fit is read straight into its own buffer.
+// A reply is written in one piece (`message::write`): no write buffer either.
+const READ_BUFFER_LEN: usize = 512;
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+struct StreamHandler {
+    stream: Box<dyn Stream>,
+    // The bytes read but not yet consumed are `buffer[start..]`.
+    buffer: Vec<u8>,
+    start: usize,
 }
 
-struct StreamHandler<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    stream: BufStream<S>,
-}
-
-impl<S> StreamHandler<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    fn new(stream: S) -> Self {
-        Self {
-            stream: BufStream::new(stream),
-        }
-    }
-
-    // Consumes this stream handler and handles requests for as long as requests
-    // can be received on the given `Receiver`. Use with `tokio::spawn` to turn
-    // this stream handler into an *actor*.
-    async fn handle_requests(mut self, mut conn: mpsc::Receiver<Request>, timeout: Duration) {
-        // The actor’s task is fail safe. It does not exit – and therefore does
-        // not unexpectedly drop the `mpsc::Receiver` (or similarly the
-        // `oneshot::Sender`) – until the `Connection` is dropped.
-
-        while let Some(req) = conn.recv().await {
-            match req {
-                Request::ReadMsg { response } => {
-                    let f = message::read(&mut self.stream);
-
-                    let result = match time::timeout(timeout, f).await {
-                        Ok(r) => r,
-                        Err(e) => Err(e.into()),
-                    };
-
-                    let _ = response.send(result);
-                }
-                Request::WriteMsg { msg, response } => {
-                    let f = message::write(&mut self.stream, msg);
-
-                    let result = match time::timeout(timeout, f).await {
-                        Ok(r) => r,
-                        Err(e) => Err(e.into()),
-                    };
-
-                    let _ = response.send(result);
-                }
+impl StreamHandler {
+    // Fills `out` with buffered bytes, reading more as needed: straight into
+    // `out` when it is a packet header (`header`) or too large for the buffer.
+    async fn take(&mut self, out: &mut [u8], header: bool) -> io::Result<()> {
+        let mut filled = 0;
+        loop {
+            let n = (out.len() - filled).min(self.buffer.len() - self.start);
+            out[filled..filled + n].copy_from_slice(&self.buffer[self.start..self.start + n]);
+            self.start += n;
+            filled += n;
+            if self.start == self.buffer.len() {
+                self.buffer = Vec::new();
+                self.start = 0;
             }
+            if filled == out.len() {
+                return Ok(());
+            }
+            let rest = &mut out[filled..];
+            if header || rest.len() >= READ_BUFFER_LEN {
+                return self.stream.read_exact(rest).await.map(|_| ());
+            }
+            let mut buffer = Vec::with_capacity(READ_BUFFER_LEN);
+            if self.stream.read_buf(&mut buffer).await? == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            self.buffer = buffer;
+        }
+    }
+
+    // Reads a message as `message::read` does, through the buffer.
+    async fn read_message(&mut self) -> io::Result<Message> {
+        let mut header = [0; 5];
+        self.take(&mut header, true).await?;
+        let [l0, l1, l2, l3, kind] = header;
+
+        let len = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3]))
+            .expect("unsupported pointer size")
+            .saturating_sub(1);
+
+        if len > Message::MAX_BUFFER_LEN {
+            return Err(ErrorKind::InvalidData.into());
         }
 
-        // When this actor exits it also shuts down and drops the wrapped
-        // stream. An error result is no longer of interest.
+        let mut buffer = vec![0; len];
+        self.take(&mut buffer, false).await?;
 
-        let _ = self.stream.shutdown().await;
+        Ok(Message::new(kind, buffer))
     }
 }
 
-// A connection can be cloned. Cloned connections all carry a handle to the
-// message-processing task (actor) holding the actual connection stream. Once
-// the last `Connection` is dropped, so is the `mpsc::Sender` handle and the
-// task then exits.
+// A connection can be cloned. Cloned connections all share the stream, which
+// is closed when the last of them is dropped (`shutdown` closes it earlier).
 //
 // Note that in a milter session, a connection is only ever read from or written
 // to serially. However, during the eom stage, a clone of the connection is used
 // to write replies from the eom callback.
 #[derive(Clone)]
 pub struct Connection {
-    conn: mpsc::Sender<Request>,
+    handler: Arc<Mutex<StreamHandler>>,
+    timeout: Duration,
 }
 
 impl Connection {
@@ -108,31 +114,25 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (messages_tx, messages_rx) = mpsc::channel(1);
+        let handler = StreamHandler {
+            stream: Box::new(stream),
+            buffer: Vec::new(),
+            start: 0,
+        };
 
-        // Creating a `Connection` spawns a task that processes requests for as
-        // long as the connection (or a clone) exists. When the last
-        // `mpsc::Sender` held by a connection is dropped, the task exits.
-
-        // The stream handler takes exclusive ownership of the stream, and is
-        // handed off directly to `tokio::spawn`, becoming an *actor* solely
-        // responsible for reading and writing messages to the stream.
-
-        let handler = StreamHandler::new(stream);
-
-        tokio::spawn(handler.handle_requests(messages_rx, timeout));
-
-        Self { conn: messages_tx }
+        Self {
+            handler: Arc::new(Mutex::new(handler)),
+            timeout,
+        }
     }
 
     pub async fn read_message(&self) -> io::Result<Message> {
-        let (response_tx, response) = oneshot::channel();
+        let read = async { self.handler.lock().await.read_message().await };
 
-        let request = Request::ReadMsg {
-            response: response_tx,
+        let result = match time::timeout(self.timeout, read).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
         };
-
-        let result = self.do_request(request, response).await;
 
         if let Ok(msg) = &result {
             trace!(?msg, "message read");
@@ -148,25 +148,22 @@ impl Connection {
     }
 
     pub async fn write_message(&self, msg: Message) -> io::Result<()> {
-        let (response_tx, response) = oneshot::channel();
-
         trace!(?msg, "writing message");
 
-        let request = Request::WriteMsg {
-            msg,
-            response: response_tx,
+        let write = async {
+            let mut handler = self.handler.lock().await;
+            message::write(&mut handler.stream, msg).await
         };
 
-        self.do_request(request, response).await
+        match time::timeout(self.timeout, write).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
+        }
     }
 
-    async fn do_request<T>(&self, request: Request, response: oneshot::Receiver<T>) -> T {
-        self.conn
-            .send(request)
-            .await
-            .unwrap_or_else(|_| panic!("connection stream closed"));
-
-        response.await.expect("connection stream exited")
+    // Shuts the stream down; an error is no longer of interest.
+    pub async fn shutdown(&self) {
+        let _ = self.handler.lock().await.stream.shutdown().await;
     }
 }
 
@@ -228,14 +225,12 @@ mod tests {
 
         time::pause();
 
-        let (stream_result, client_result) = join!(
-            async move { conn.read_message().await },
-            async move {
+        let (stream_result, client_result) =
+            join!(async move { conn.read_message().await }, async move {
                 client.write_all(b"\0\0\0\x05").await.unwrap();
                 time::sleep(timeout + Duration::from_secs(5)).await;
                 client.write_all(b"Xyzabc").await
-            },
-        );
+            },);
 
         time::resume();
 

@@ -237,7 +237,9 @@ pub fn spawn<S, T>(
 
     let shutdown = shutdown_sender.subscribe();
 
-    let session = Session::new(stream, shutdown, callbacks, config);
+    // Boxed: the task's future then holds a pointer, not the session and,
+    // once `process_commands` has it, a second copy of it.
+    let session = Box::new(Session::new(stream, shutdown, callbacks, config));
 
     tokio::spawn(async move {
         trace!("session beginning processing commands");
@@ -320,7 +322,7 @@ impl<T: Send> Session<T> {
     // This takes session by value, as it is called only once. Therefore, when
     // the invocation returns in the task that calls it, the session and
     // associated values are already dropped.
-    async fn process_commands(mut self) -> SessionResult {
+    async fn process_commands(mut self: Box<Self>) -> SessionResult {
         let result = self.process_until_done().await;
 
         if result.is_err() && self.state.is_mail_transaction() {
@@ -338,6 +340,8 @@ impl<T: Send> Session<T> {
                 let _ = close(&mut self.context).await;
             }
         }
+
+        self.conn.shutdown().await;
 
         result
     }
@@ -414,7 +418,9 @@ impl<T: Send> Session<T> {
                 self.state = next_state;
             }
 
-            self.handle_command(msg).await?;
+            // Boxed, so that the session's task, which an idle connection
+            // keeps, is no larger than waiting for a message needs.
+            Box::pin(self.handle_command(msg)).await?;
         }
 
         Ok(())

@@ -53,7 +53,7 @@ impl Message {
     //
     // Support for the experimental, negotiable custom `Maxdatasize` feature of
     // libmilter is not implemented.
-    const MAX_BUFFER_LEN: usize = 1024 * 1024 - 1;
+    pub(crate) const MAX_BUFFER_LEN: usize = 1024 * 1024 - 1;
 
     /// Creates a new message with the given kind and payload buffer.
     pub fn new(kind: impl Into<u8>, buffer: impl Into<Bytes>) -> Self {
@@ -176,9 +176,13 @@ where
 
     let len = u32::try_from(len).unwrap().checked_add(1).unwrap();
 
-    stream.write_u32(len).await?;
-    stream.write_u8(msg.kind).await?;
-    stream.write_all(msg.buffer.as_ref()).await?;
+    // One write for the whole packet, so that an unbuffered stream sends it in
+    // one piece.
+    let mut packet = Vec::with_capacity(5 + msg.buffer.len());
+    packet.extend_from_slice(&len.to_be_bytes());
+    packet.push(msg.kind);
+    packet.extend_from_slice(&msg.buffer);
+    stream.write_all(&packet).await?;
     stream.flush().await?;
 
     Ok(())
