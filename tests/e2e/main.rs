@@ -14,6 +14,7 @@ mod common;
 
 mod bed;
 mod cases;
+mod dns;
 mod docs;
 mod drain;
 mod faults;
@@ -66,4 +67,7 @@ both_mtas!(
     forged_headers_removed,
     stop_drains_whole_sessions,
     invalid_and_non_fqdn,
+    dns_unknown_per_recipient,
+    dns_mismatch_tagged,
+    dns_failure_per_recipient,
 );

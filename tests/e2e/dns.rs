@@ -1,0 +1,263 @@
+//! The DNS rules `unknown` and `mismatch` and `dns_failure` end to end (issue 21): real
+//! SMTP through the milter behind Postfix and Sendmail and through the policy service
+//! behind Postfix, the binary asking the real NSD of `common::dns_server` (zone
+//! `helo.test.`), a server that never answers or one that answers SERVFAIL. Per recipient:
+//! a whitelisted recipient and one at an `off` domain accepted, and delivered, in the
+//! transaction in which another is refused.
+//!
+//! The client is 127.0.0.1 (the bed's `trusted_networks = []` makes it untrusted). Neither
+//! MTA looks the HELO up itself: Postfix only with `reject_unknown_helo_hostname`, which
+//! the beds do not set; Sendmail compares the HELO with the client's name from its hosts
+//! file for the `Received:` line only. So every reply here is ours.
+
+use crate::{
+    bed::{helo_command, Bed},
+    common::{
+        self,
+        dns_server::{self, names, FakeDns, Nsd},
+        mta::{Kind, CAPTURE_DOMAIN},
+        smtp::{Outcome, Session},
+    },
+    forged::tag_headers,
+};
+use std::{net::SocketAddr, time::Duration};
+
+const PRIVATE: &str = "private@example.com";
+const SALES: &str = "sales@example.com";
+const OFF: &str = "d@off.example";
+/// The refusable recipient first: the policy service, which starts its lookups at the
+/// first RCPT, must wait for them there.
+const RCPTS: [&str; 3] = [SALES, PRIVATE, OFF];
+
+/// The replies as the milter words them (the issue's table).
+const UNKNOWN: &str = "550 5.7.1 bogus helo unknown host";
+const DNS_FAILURE: &str = "451 4.4.3 bogus helo dns failure";
+
+/// The whitelist and the `off` domain of every config here (top-level keys go before
+/// it, rules after it).
+const EXEMPTIONS: &str = "whitelist = [\"private@example.com\"]\n\
+                          [domains.\"off.example\"]\naction = \"off\"\n";
+
+fn nsd_here() -> bool {
+    common::dependency(dns_server::nsd_available(), "nsd", dns_server::INSTALL_NSD)
+}
+
+/// Where the mail goes in: the milter behind an MTA, or the policy service behind Postfix.
+#[derive(Clone, Copy, Debug)]
+pub enum Front {
+    Milter(Kind),
+    Policy,
+}
+
+impl Front {
+    fn start(self, config: &str) -> Bed {
+        match self {
+            Front::Milter(kind) => Bed::start(kind, config),
+            Front::Policy => Bed::start_policy(config),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Front::Milter(kind) => kind.name(),
+            Front::Policy => "policy",
+        }
+    }
+}
+
+/// Expects `rcpt` refused with `refusal` (as the milter words it). Through the policy
+/// service Postfix words our `action=NNN D.S.N text` as for any access map: the same
+/// code and enhanced status, the address and "Recipient address rejected:" before our
+/// text. 4.4.3 stays 4.4.3: access(5) "ENHANCED STATUS CODES" rewrites only address
+/// statuses (X.1.1-X.1.6) and, for non-address matches, to X.0.0, neither of which ours
+/// is (seen: `451 4.4.3 <sales@example.com>: Recipient address rejected: bogus helo dns
+/// failure`).
+fn expect_refused(bed: &mut Bed, front: Front, outcome: &Outcome, rcpt: &str, refusal: &str) {
+    match front {
+        Front::Milter(_) => bed.expect_rcpt(outcome, rcpt, refusal),
+        Front::Policy => {
+            let (code_status, text) = refusal.split_at(9);
+            bed.expect_rcpt_line(
+                outcome,
+                rcpt,
+                &format!("{code_status} <{rcpt}>: Recipient address rejected:{text}"),
+            );
+        }
+    }
+}
+
+/// Sends one message from `helo` to [`RCPTS`]: the whitelisted and the `off` recipient
+/// accepted and delivered; `sales` refused with `refusal`, or (None) accepted and
+/// delivered too.
+fn expect_per_recipient(bed: &mut Bed, front: Front, helo: &str, refusal: Option<&str>) {
+    let outcome = bed.send(&Session::new(helo, &RCPTS).with_data());
+    println!(
+        "[{}] {}: RCPT TO:<{SALES}> {}",
+        front.label(),
+        helo_command(&outcome),
+        outcome.rcpt(SALES).map(|r| r.line()).unwrap_or_default()
+    );
+    bed.expect_rcpt(&outcome, PRIVATE, "250");
+    bed.expect_rcpt(&outcome, OFF, "250");
+    match refusal {
+        Some(refusal) => {
+            expect_refused(bed, front, &outcome, SALES, refusal);
+            bed.expect_delivered_to(&outcome, &[PRIVATE, OFF]);
+        }
+        None => {
+            bed.expect_rcpt(&outcome, SALES, "250");
+            bed.expect_delivered_to(&outcome, &RCPTS);
+        }
+    }
+}
+
+fn unknown_config(server: SocketAddr) -> String {
+    format!("dns_servers = [\"{server}\"]\n{EXEMPTIONS}[rules]\nunknown = \"reject\"\n")
+}
+
+/// `unknown = "reject"`: an NXDOMAIN name and a NODATA one refused for `sales` alone;
+/// an MX alone (as in Postfix) and an A alone pass.
+fn unknown_per_recipient(front: Front) {
+    if !nsd_here() {
+        return;
+    }
+    let nsd = Nsd::start();
+    let mut bed = front.start(&unknown_config(nsd.addr));
+    for helo in [names::MISSING, names::TXT_ONLY] {
+        expect_per_recipient(&mut bed, front, helo, Some(UNKNOWN));
+    }
+    for helo in [names::MX_ONLY, names::A_ONLY] {
+        expect_per_recipient(&mut bed, front, helo, None);
+    }
+    bed.finish();
+}
+
+/// `ns.helo.test` has A 127.0.0.1, the client's address (the zone's, read by hand).
+const CLIENT_NAME: &str = "ns.helo.test";
+
+/// `mismatch = "tag"`: `other.helo.test` (A 192.0.2.20 and .21, not the client's)
+/// delivered with our header, `ns.helo.test` (A 127.0.0.1) without one.
+fn mismatch_tagged(front: Front) {
+    if !nsd_here() {
+        return;
+    }
+    let nsd = Nsd::start();
+    let config = format!(
+        "dns_servers = [\"{}\"]\n{EXEMPTIONS}[rules]\nmismatch = \"tag\"\n",
+        nsd.addr
+    );
+    let mut bed = front.start(&config);
+    let tagged = format!("rule=mismatch helo=\"{}\" client=127.0.0.1", names::OTHER);
+    expect_tags(&mut bed, front, names::OTHER, &[tagged.as_str()]);
+    expect_tags(&mut bed, front, CLIENT_NAME, &[]);
+    bed.finish();
+}
+
+/// Sends a message from `helo` to [`CAPTURE_DOMAIN`] and expects exactly `expected`
+/// `X-Bogus-HELO` values in what the MTA delivered.
+fn expect_tags(bed: &mut Bed, front: Front, helo: &str, expected: &[&str]) {
+    let rcpt = format!("u@{CAPTURE_DOMAIN}");
+    let outcome = bed.send(&Session::new(helo, &[rcpt.as_str()]).with_data());
+    bed.expect_rcpt(&outcome, &rcpt, "250");
+    bed.expect_delivered_to(&outcome, &[rcpt.as_str()]);
+    let Some(message) = bed
+        .mta
+        .delivered_message(&outcome.message_id, Duration::from_secs(30))
+    else {
+        bed.problem(format!(
+            "{helo}: message <{}> not delivered",
+            outcome.message_id
+        ));
+        return;
+    };
+    let seen = tag_headers(&message);
+    println!(
+        "[{}] {helo}: delivered X-Bogus-HELO {seen:?}",
+        front.label()
+    );
+    if seen != expected {
+        bed.problem(format!(
+            "{helo}: expected X-Bogus-HELO {expected:?}, delivered {seen:?}:\n{message}"
+        ));
+    }
+}
+
+fn failure_config(server: SocketAddr, dns_failure: &str) -> String {
+    format!(
+        "dns_servers = [\"{server}\"]\ndns_timeout = \"500ms\"\ndns_failure = \"{dns_failure}\"\n\
+         {EXEMPTIONS}[rules]\nunknown = \"reject\"\n"
+    )
+}
+
+/// A DNS failure is never `unknown`: with `dns_failure = "tempfail"` a server that never
+/// answers and one that answers SERVFAIL get `sales` a 451 4.4.3 (the others delivered);
+/// with `"accept"` everyone gets the mail, and the log says which failure let it through.
+/// One bed, its config changed by reloads (which rebuild the resolver).
+fn failure_per_recipient(front: Front) {
+    let silent = FakeDns::silent();
+    let servfail = FakeDns::servfail();
+    let mut bed = front.start(&failure_config(silent.addr, "tempfail"));
+    let steps = [
+        (silent.addr, "tempfail", Some(DNS_FAILURE), "timeout"),
+        (servfail.addr, "tempfail", Some(DNS_FAILURE), "servfail"),
+        (servfail.addr, "accept", None, "servfail"),
+        (silent.addr, "accept", None, "timeout"),
+    ];
+    for (n, (server, dns_failure, refusal, failure)) in steps.into_iter().enumerate() {
+        if n > 0 {
+            bed.write_config(&failure_config(server, dns_failure));
+            let result = bed.milter().reload();
+            if !result.contains("result=ok") {
+                bed.problem(format!("reload to {server} {dns_failure}: {result}"));
+            }
+        }
+        println!(
+            "[{}] dns_failure={dns_failure}, dns={failure}",
+            front.label()
+        );
+        expect_per_recipient(&mut bed, front, names::MISSING, refusal);
+        let action = refusal.map_or("accept", |_| "tempfail");
+        let line = format!(
+            "action={action} rule=unknown dns={failure} client=127.0.0.1 helo=\"{}\" rcpt=\"{SALES}\"",
+            names::MISSING
+        );
+        // Each step's (action, failure) is its own: a line of an earlier step cannot pass.
+        if !bed
+            .milter()
+            .wait_for(Duration::from_secs(10), |log| log.contains(&line))
+        {
+            bed.problem(format!("no {line:?} in the milter log"));
+        }
+    }
+    bed.finish();
+}
+
+pub fn dns_unknown_per_recipient(kind: Kind) {
+    unknown_per_recipient(Front::Milter(kind));
+}
+
+pub fn dns_mismatch_tagged(kind: Kind) {
+    mismatch_tagged(Front::Milter(kind));
+}
+
+pub fn dns_failure_per_recipient(kind: Kind) {
+    failure_per_recipient(Front::Milter(kind));
+}
+
+#[test]
+#[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
+fn policy_dns_unknown_per_recipient() {
+    unknown_per_recipient(Front::Policy);
+}
+
+#[test]
+#[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
+fn policy_dns_mismatch_tagged() {
+    mismatch_tagged(Front::Policy);
+}
+
+#[test]
+#[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
+fn policy_dns_failure_per_recipient() {
+    failure_per_recipient(Front::Policy);
+}
