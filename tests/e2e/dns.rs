@@ -132,11 +132,11 @@ fn unknown_per_recipient(front: Front) {
     bed.finish();
 }
 
-/// `ns.helo.test` has A 127.0.0.1, the client's address (the zone's, read by hand).
-const CLIENT_NAME: &str = "ns.helo.test";
-
-/// `mismatch = "tag"`: `other.helo.test` (A 192.0.2.20 and .21, not the client's)
-/// delivered with our header, `ns.helo.test` (A 127.0.0.1) without one.
+/// `mismatch = "tag"`, the client's family of addresses read: from 127.0.0.1,
+/// `other.helo.test` (A 192.0.2.20 and .21) delivered with our header and `ns.helo.test`
+/// (A 127.0.0.1) without one; from ::1, `loopback6.helo.test` (AAAA ::1) without one and
+/// `ns.helo.test` with one (an IPv6 client is looked for among the AAAA records only).
+/// Through Sendmail this also reads its `IPv6:0:0:0:0:0:0:0:1` connect form as ::1.
 fn mismatch_tagged(front: Front) {
     if !nsd_here() {
         return;
@@ -147,17 +147,42 @@ fn mismatch_tagged(front: Front) {
         nsd.addr
     );
     let mut bed = front.start(&config);
-    let tagged = format!("rule=mismatch helo=\"{}\" client=127.0.0.1", names::OTHER);
-    expect_tags(&mut bed, front, names::OTHER, &[tagged.as_str()]);
-    expect_tags(&mut bed, front, CLIENT_NAME, &[]);
+    let tag = |helo: &str, client: &str| format!("rule=mismatch helo=\"{helo}\" client={client}");
+    expect_tags(
+        &mut bed,
+        front,
+        Family::V4,
+        names::OTHER,
+        &[&tag(names::OTHER, "127.0.0.1")],
+    );
+    expect_tags(&mut bed, front, Family::V4, names::NS, &[]);
+    expect_tags(&mut bed, front, Family::V6, names::LOOPBACK6, &[]);
+    expect_tags(
+        &mut bed,
+        front,
+        Family::V6,
+        names::NS,
+        &[&tag(names::NS, "::1")],
+    );
     bed.finish();
+}
+
+/// Which of the MTA's addresses the client connects to.
+#[derive(Clone, Copy, Debug)]
+enum Family {
+    V4,
+    V6,
 }
 
 /// Sends a message from `helo` to [`CAPTURE_DOMAIN`] and expects exactly `expected`
 /// `X-Bogus-HELO` values in what the MTA delivered.
-fn expect_tags(bed: &mut Bed, front: Front, helo: &str, expected: &[&str]) {
+fn expect_tags(bed: &mut Bed, front: Front, family: Family, helo: &str, expected: &[&str]) {
     let rcpt = format!("u@{CAPTURE_DOMAIN}");
-    let outcome = bed.send(&Session::new(helo, &[rcpt.as_str()]).with_data());
+    let session = Session::new(helo, &[rcpt.as_str()]).with_data();
+    let outcome = match family {
+        Family::V4 => bed.send(&session),
+        Family::V6 => bed.send_v6(&session),
+    };
     bed.expect_rcpt(&outcome, &rcpt, "250");
     bed.expect_delivered_to(&outcome, &[rcpt.as_str()]);
     let Some(message) = bed
@@ -172,12 +197,12 @@ fn expect_tags(bed: &mut Bed, front: Front, helo: &str, expected: &[&str]) {
     };
     let seen = tag_headers(&message);
     println!(
-        "[{}] {helo}: delivered X-Bogus-HELO {seen:?}",
+        "[{}] {family:?} {helo}: delivered X-Bogus-HELO {seen:?}",
         front.label()
     );
     if seen != expected {
         bed.problem(format!(
-            "{helo}: expected X-Bogus-HELO {expected:?}, delivered {seen:?}:\n{message}"
+            "{family:?} {helo}: expected X-Bogus-HELO {expected:?}, delivered {seen:?}:\n{message}"
         ));
     }
 }
