@@ -20,7 +20,15 @@ use crate::{
     },
     forged::tag_headers,
 };
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
 
 const PRIVATE: &str = "private@example.com";
 const SALES: &str = "sales@example.com";
@@ -257,6 +265,114 @@ fn failure_per_recipient(front: Front) {
     bed.finish();
 }
 
+/// A DNS server on a loopback port that passes each UDP query to `upstream` and its
+/// answer back `delay` later: an answer that comes after MAIL, so that a RCPT decides
+/// on it only by waiting for it. Stops (and joins its threads) when dropped.
+struct SlowDns {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SlowDns {
+    fn start(upstream: SocketAddr, delay: Duration) -> Self {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind slow DNS");
+        let addr = socket.local_addr().expect("slow DNS address");
+        // A short read timeout: the thread looks at `stop` between reads.
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let relays: Mutex<Vec<JoinHandle<()>>> = Mutex::default();
+            let mut buf = [0u8; 1500];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let (query, Ok(back)) = (buf[..n].to_vec(), socket.try_clone()) else {
+                    continue;
+                };
+                let relay = std::thread::spawn(move || {
+                    if let Some(answer) = relay(upstream, &query) {
+                        std::thread::sleep(delay);
+                        let _ = back.send_to(&answer, peer);
+                    }
+                });
+                if let Ok(mut relays) = relays.lock() {
+                    relays.push(relay);
+                }
+            }
+            for relay in relays.into_inner().unwrap_or_default() {
+                let _ = relay.join();
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// `upstream`'s answer to `query`, or None.
+fn relay(upstream: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+    socket.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    socket.send_to(query, upstream).ok()?;
+    let mut buf = [0u8; 1500];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+impl Drop for SlowDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A RCPT waits for an answer that comes a second after the HELO (the milter asked at
+/// HELO, the policy service at the first RCPT) while `dns_timeout` allows: NXDOMAIN,
+/// refused for `sales`. With a `dns_timeout` shorter than the second it does not: a
+/// timeout, which `dns_failure`'s default accepts (and the log says so).
+fn waits_for_a_slow_answer(front: Front) {
+    if !nsd_here() {
+        return;
+    }
+    let nsd = Nsd::start();
+    let slow = SlowDns::start(nsd.addr, Duration::from_secs(1));
+    let config = |timeout: &str| {
+        format!(
+            "dns_servers = [\"{}\"]\ndns_timeout = \"{timeout}\"\n{EXEMPTIONS}[rules]\nunknown = \"reject\"\n",
+            slow.addr
+        )
+    };
+    let mut bed = front.start(&config("10s"));
+    expect_per_recipient(&mut bed, front, names::MISSING, Some(UNKNOWN));
+    bed.write_config(&config("300ms"));
+    let result = bed.milter().reload();
+    if !result.contains("result=ok") {
+        bed.problem(format!("reload to dns_timeout 300ms: {result}"));
+    }
+    // Another name: nothing cached.
+    expect_per_recipient(&mut bed, front, names::TXT_ONLY, None);
+    let line = format!(
+        "action=accept rule=unknown dns=timeout client=127.0.0.1 helo=\"{}\" rcpt=\"{SALES}\"",
+        names::TXT_ONLY
+    );
+    if !bed
+        .milter()
+        .wait_for(Duration::from_secs(10), |log| log.contains(&line))
+    {
+        bed.problem(format!("no {line:?} in the milter log"));
+    }
+    bed.finish();
+}
+
 pub fn dns_unknown_per_recipient(kind: Kind) {
     unknown_per_recipient(Front::Milter(kind));
 }
@@ -267,6 +383,10 @@ pub fn dns_mismatch_tagged(kind: Kind) {
 
 pub fn dns_failure_per_recipient(kind: Kind) {
     failure_per_recipient(Front::Milter(kind));
+}
+
+pub fn dns_waits_for_a_slow_answer(kind: Kind) {
+    waits_for_a_slow_answer(Front::Milter(kind));
 }
 
 #[test]
@@ -285,4 +405,10 @@ fn policy_dns_mismatch_tagged() {
 #[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
 fn policy_dns_failure_per_recipient() {
     failure_per_recipient(Front::Policy);
+}
+
+#[test]
+#[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
+fn policy_dns_waits_for_a_slow_answer() {
+    waits_for_a_slow_answer(Front::Policy);
 }

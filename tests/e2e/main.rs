@@ -70,4 +70,5 @@ both_mtas!(
     dns_unknown_per_recipient,
     dns_mismatch_tagged,
     dns_failure_per_recipient,
+    dns_waits_for_a_slow_answer,
 );
