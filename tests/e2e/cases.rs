@@ -12,8 +12,8 @@ use std::time::Duration;
 
 pub use crate::{
     dns::{
-        dns_failure_per_recipient, dns_mismatch_tagged, dns_unknown_per_recipient,
-        dns_waits_for_a_slow_answer,
+        dns_failure_per_recipient, dns_last_helo_decides, dns_mismatch_tagged,
+        dns_unknown_per_recipient, dns_waits_for_a_slow_answer,
     },
     drain::stop_drains_whole_sessions,
     forged::forged_headers_removed,

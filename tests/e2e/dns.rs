@@ -11,16 +11,17 @@
 //! file for the `Received:` line only. So every reply here is ours.
 
 use crate::{
-    bed::{helo_command, Bed},
+    bed::{block_on, helo_command, Bed},
     common::{
         self,
         dns_server::{self, names, FakeDns, Nsd},
         mta::{Kind, CAPTURE_DOMAIN},
-        smtp::{Outcome, Session},
+        smtp::{Client, Outcome, Session},
     },
     forged::tag_headers,
 };
 use std::{
+    io,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -373,6 +374,61 @@ fn waits_for_a_slow_answer(front: Front) {
     bed.finish();
 }
 
+/// Two EHLOs in one session (as after STARTTLS, or a client that changes its mind):
+/// the last name is judged, on the lookups the second EHLO started. A-only then missing:
+/// `sales` refused; missing then A-only: accepted.
+fn last_helo_decides(front: Front) {
+    if !nsd_here() {
+        return;
+    }
+    let nsd = Nsd::start();
+    let mut bed = front.start(&unknown_config(nsd.addr));
+    for (first, last, refusal) in [
+        (names::A_ONLY, names::MISSING, Some(UNKNOWN)),
+        (names::MISSING, names::A_ONLY, None),
+    ] {
+        let outcome = match block_on(two_helos(bed.mta.addr(), first, last)) {
+            Ok(outcome) => outcome,
+            Err(e) => panic!("SMTP session failed: {e}{}", bed.logs()),
+        };
+        println!(
+            "[{}] EHLO {first}, EHLO {last}: RCPT TO:<{SALES}> {}",
+            front.label(),
+            outcome.rcpt(SALES).map(|r| r.line()).unwrap_or_default()
+        );
+        bed.expect_rcpt(&outcome, PRIVATE, "250");
+        match refusal {
+            Some(refusal) => expect_refused(&mut bed, front, &outcome, SALES, refusal),
+            None => bed.expect_rcpt(&outcome, SALES, "250"),
+        }
+    }
+    bed.finish();
+}
+
+/// A session of EHLO `first`, EHLO `last`, MAIL, RCPT to `sales` and the whitelisted
+/// recipient, RSET, QUIT: the second EHLO's reply in `helo`.
+async fn two_helos(addr: SocketAddr, first: &str, last: &str) -> io::Result<Outcome> {
+    let (mut client, greeting) = Client::connect(addr).await?;
+    client.command(&format!("EHLO {first}")).await?;
+    let helo = client.command(&format!("EHLO {last}")).await?;
+    let mail = client.command("MAIL FROM:<sender@example.net>").await?;
+    let mut rcpts = Vec::new();
+    for rcpt in [SALES, PRIVATE] {
+        let reply = client.command(&format!("RCPT TO:<{rcpt}>")).await?;
+        rcpts.push((rcpt.to_string(), reply));
+    }
+    client.command("RSET").await?;
+    Ok(Outcome {
+        greeting,
+        helo: Some(helo),
+        mail: Some(mail),
+        rcpts,
+        data: None,
+        message_id: String::new(),
+        transcript: client.quit().await,
+    })
+}
+
 pub fn dns_unknown_per_recipient(kind: Kind) {
     unknown_per_recipient(Front::Milter(kind));
 }
@@ -387,6 +443,10 @@ pub fn dns_failure_per_recipient(kind: Kind) {
 
 pub fn dns_waits_for_a_slow_answer(kind: Kind) {
     waits_for_a_slow_answer(Front::Milter(kind));
+}
+
+pub fn dns_last_helo_decides(kind: Kind) {
+    last_helo_decides(Front::Milter(kind));
 }
 
 #[test]
@@ -411,4 +471,10 @@ fn policy_dns_failure_per_recipient() {
 #[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
 fn policy_dns_waits_for_a_slow_answer() {
     waits_for_a_slow_answer(Front::Policy);
+}
+
+#[test]
+#[ignore = "needs Postfix: bash .ci/install-mtas; cargo test -- --include-ignored"]
+fn policy_dns_last_helo_decides() {
+    last_helo_decides(Front::Policy);
 }

@@ -71,4 +71,5 @@ both_mtas!(
     dns_mismatch_tagged,
     dns_failure_per_recipient,
     dns_waits_for_a_slow_answer,
+    dns_last_helo_decides,
 );
