@@ -120,23 +120,47 @@ fn expect_per_recipient(bed: &mut Bed, front: Front, helo: &str, refusal: Option
     }
 }
 
+/// `dns_failure = "tempfail"`: a lookup that failed (a name asked in a wrong form, say)
+/// shows as 451, never as a pass.
 fn unknown_config(server: SocketAddr) -> String {
-    format!("dns_servers = [\"{server}\"]\n{EXEMPTIONS}[rules]\nunknown = \"reject\"\n")
+    format!(
+        "dns_servers = [\"{server}\"]\ndns_failure = \"tempfail\"\n\
+         {EXEMPTIONS}[rules]\nunknown = \"reject\"\n"
+    )
 }
 
 /// `unknown = "reject"`: an NXDOMAIN name and a NODATA one refused for `sales` alone;
-/// an MX alone (as in Postfix) and an A alone pass.
+/// an MX alone (as in Postfix) and an A alone pass; names in any case, with the root's
+/// dot, and in IDNA U-labels asked in their one form.
 fn unknown_per_recipient(front: Front) {
     if !nsd_here() {
         return;
     }
     let nsd = Nsd::start();
     let mut bed = front.start(&unknown_config(nsd.addr));
-    for helo in [names::MISSING, names::TXT_ONLY] {
+    for helo in [names::MISSING, names::TXT_ONLY, "TXT-Only.HELO.Test."] {
         expect_per_recipient(&mut bed, front, helo, Some(UNKNOWN));
     }
-    for helo in [names::MX_ONLY, names::A_ONLY] {
+    for helo in [names::MX_ONLY, names::A_ONLY, "A-ONLY.helo.test."] {
         expect_per_recipient(&mut bed, front, helo, None);
+    }
+    for (helo, refusal) in [(names::BUECHER, None), ("müller.helo.test", Some(UNKNOWN))] {
+        match front {
+            // Sendmail refuses a HELO with 8-bit characters itself, before any milter
+            // hears of it: it allows letters, digits and `[].-_#:` only (opt_in.rs).
+            Front::Milter(Kind::Sendmail) => {
+                let outcome = bed.send(&Session::new(helo, &RCPTS));
+                let seen = outcome.helo.as_ref().map(|r| r.line());
+                println!("[sendmail] EHLO {helo}: {seen:?}");
+                if seen.as_deref() != Some("501 5.0.0 Invalid domain name") {
+                    bed.problem(format!(
+                        "EHLO {helo}: expected Sendmail's own 501, got {seen:?}\n{}",
+                        outcome.transcript()
+                    ));
+                }
+            }
+            _ => expect_per_recipient(&mut bed, front, helo, refusal),
+        }
     }
     bed.finish();
 }
