@@ -5,10 +5,11 @@
 //! a whitelisted recipient and one at an `off` domain accepted, and delivered, in the
 //! transaction in which another is refused.
 //!
-//! The client is 127.0.0.1 (the bed's `trusted_networks = []` makes it untrusted). Neither
-//! MTA looks the HELO up itself: Postfix only with `reject_unknown_helo_hostname`, which
-//! the beds do not set; Sendmail compares the HELO with the client's name from its hosts
-//! file for the `Received:` line only. So every reply here is ours.
+//! The client is 127.0.0.1 (the bed's `trusted_networks = []` makes it untrusted) or ::1.
+//! Neither MTA asks DNS about the HELO itself: Postfix only with
+//! `reject_unknown_helo_hostname`, which the beds do not set; the Sendmail bed's service
+//! switch names `hosts files` only. So every DNS verdict here is ours; where an MTA
+//! answers itself (Sendmail's 501 to an 8-bit HELO) the test says so.
 
 use crate::{
     bed::{block_on, helo_command, Bed},
@@ -25,7 +26,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     thread::JoinHandle,
     time::Duration,
@@ -53,7 +54,7 @@ fn nsd_here() -> bool {
 
 /// Where the mail goes in: the milter behind an MTA, or the policy service behind Postfix.
 #[derive(Clone, Copy, Debug)]
-pub enum Front {
+enum Front {
     Milter(Kind),
     Policy,
 }
@@ -310,7 +311,7 @@ impl SlowDns {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
-            let relays: Mutex<Vec<JoinHandle<()>>> = Mutex::default();
+            let mut relays = Vec::new();
             let mut buf = [0u8; 1500];
             while !stopped.load(Ordering::Relaxed) {
                 let Ok((n, peer)) = socket.recv_from(&mut buf) else {
@@ -325,11 +326,9 @@ impl SlowDns {
                         let _ = back.send_to(&answer, peer);
                     }
                 });
-                if let Ok(mut relays) = relays.lock() {
-                    relays.push(relay);
-                }
+                relays.push(relay);
             }
-            for relay in relays.into_inner().unwrap_or_default() {
+            for relay in relays {
                 let _ = relay.join();
             }
         });

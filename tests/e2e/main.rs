@@ -1,7 +1,8 @@
 //! End-to-end tests: the built milter behind a private Postfix and a private Sendmail,
 //! driven over SMTP by a small client, checking the replies a sender sees.
 //!
-//! `policy` runs the cases again through the policy service behind Postfix. `prometheus`
+//! `policy` runs the cases again through the policy service behind Postfix; `dns` runs the
+//! DNS rules through all three against a real NSD (`common::dns_server`). `prometheus`
 //! checks the metrics endpoint through Debian's Prometheus (`bash .ci/install-prometheus`).
 //!
 //! Every case runs against both MTAs (`postfix::<case>` and `sendmail::<case>`). They need
