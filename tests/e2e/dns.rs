@@ -75,25 +75,26 @@ impl Front {
     }
 }
 
-/// Expects `rcpt` refused with `refusal` (as the milter words it). Through the policy
-/// service Postfix words our `action=NNN D.S.N text` as for any access map: the same
-/// code and enhanced status, the address and "Recipient address rejected:" before our
-/// text. 4.4.3 stays 4.4.3: access(5) "ENHANCED STATUS CODES" rewrites only address
-/// statuses (X.1.1-X.1.6) and, for non-address matches, to X.0.0, neither of which ours
-/// is (seen: `451 4.4.3 <sales@example.com>: Recipient address rejected: bogus helo dns
-/// failure`).
+/// Expects `rcpt` refused with `refusal` (as the milter words it), in exactly the words
+/// each MTA wraps around it:
+/// - Postfix passes a milter's reply on as it stands.
+/// - Sendmail puts `<rcpt>... ` before the text of a milter's 5xx at RCPT, but not of a
+///   4xx (seen: `550 5.7.1 <sales@example.com>... bogus helo unknown host`, and
+///   `451 4.4.3 bogus helo dns failure`).
+/// - Through the policy service Postfix words our `action=NNN D.S.N text` as for any
+///   access map: `<rcpt>: Recipient address rejected:` before our text, the same code and
+///   enhanced status. 4.4.3 stays 4.4.3: access(5) "ENHANCED STATUS CODES" rewrites only
+///   address statuses (X.1.1-X.1.6) and, for non-address matches, to X.0.0.
 fn expect_refused(bed: &mut Bed, front: Front, outcome: &Outcome, rcpt: &str, refusal: &str) {
-    match front {
-        Front::Milter(_) => bed.expect_rcpt(outcome, rcpt, refusal),
-        Front::Policy => {
-            let (code_status, text) = refusal.split_at(9);
-            bed.expect_rcpt_line(
-                outcome,
-                rcpt,
-                &format!("{code_status} <{rcpt}>: Recipient address rejected:{text}"),
-            );
+    let (code_status, text) = refusal.split_at(9);
+    let line = match front {
+        Front::Milter(Kind::Sendmail) if refusal.starts_with('5') => {
+            format!("{code_status} <{rcpt}>...{text}")
         }
-    }
+        Front::Milter(_) => refusal.to_string(),
+        Front::Policy => format!("{code_status} <{rcpt}>: Recipient address rejected:{text}"),
+    };
+    bed.expect_rcpt_line(outcome, rcpt, &line);
 }
 
 /// Sends one message from `helo` to [`RCPTS`]: the whitelisted and the `off` recipient
