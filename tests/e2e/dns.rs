@@ -125,9 +125,15 @@ fn expect_per_recipient(bed: &mut Bed, front: Front, helo: &str, refusal: Option
 /// `dns_failure = "tempfail"`: a lookup that failed (a name asked in a wrong form, say)
 /// shows as 451, never as a pass.
 fn unknown_config(server: SocketAddr) -> String {
+    unknown_config_servers(&[server])
+}
+
+fn unknown_config_servers(servers: &[SocketAddr]) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
-        "dns_servers = [\"{server}\"]\ndns_failure = \"tempfail\"\n\
-         {EXEMPTIONS}[rules]\nunknown = \"reject\"\n"
+        "dns_servers = [{}]\ndns_failure = \"tempfail\"\n\
+         {EXEMPTIONS}[rules]\nunknown = \"reject\"\n",
+        servers.join(", ")
     )
 }
 
@@ -163,6 +169,26 @@ fn unknown_per_recipient(front: Front) {
             }
             _ => expect_per_recipient(&mut bed, front, helo, refusal),
         }
+    }
+    // A server that answers SERVFAIL listed beside NSD, before it and after it: NSD's
+    // answers decide (they once failed every lookup with 451 4.4.3).
+    let servfail = FakeDns::servfail();
+    for servers in [[servfail.addr, nsd.addr], [nsd.addr, servfail.addr]] {
+        bed.write_config(&unknown_config_servers(&servers));
+        let result = bed.milter().reload();
+        if !result.contains("result=ok") {
+            bed.problem(format!("reload to dns_servers {servers:?}: {result}"));
+        }
+        // A reload that changes dns_servers rebuilds the resolver, its cache with it;
+        // the NXDOMAIN name is new to this bed besides.
+        let fresh = if servers[0] == nsd.addr { "1" } else { "2" };
+        expect_per_recipient(
+            &mut bed,
+            front,
+            &format!("nx{fresh}.helo.test"),
+            Some(UNKNOWN),
+        );
+        expect_per_recipient(&mut bed, front, names::OTHER, None);
     }
     bed.finish();
 }
