@@ -40,12 +40,22 @@ fn the_test_servers_answer_as_written() {
 
 /// Asks `name` for `record` through the real lookup (hickory) at `server`.
 fn ask(server: std::net::SocketAddr, name: &str, record: RecordType, timeout: Duration) -> Fetched {
+    ask_servers(&[server], name, record, timeout)
+}
+
+/// Asks `name` for `record` through the real lookup with `servers` as `dns_servers`.
+fn ask_servers(
+    servers: &[std::net::SocketAddr],
+    name: &str,
+    record: RecordType,
+    timeout: Duration,
+) -> Fetched {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let hickory = Hickory::new(&[server], timeout).expect("a resolver");
+        let hickory = Hickory::new(servers, timeout).expect("a resolver");
         hickory.lookup(name, record, timeout).await
     })
 }
@@ -153,6 +163,49 @@ fn a_servfail_is_a_failure() {
             "{record:?}"
         );
     }
+}
+
+/// A server that answers SERVFAIL, or none, beside one that answers: the answer is the
+/// good server's, wherever each stands in `dns_servers`, as with a stub resolver that
+/// goes on to the next server (hickory's own pool ended the question at the first
+/// SERVFAIL: one broken server failed every lookup). Failures alone: SERVFAIL where a
+/// server said so, though another said nothing.
+#[test]
+fn a_broken_server_beside_a_good_one_loses_no_answer() {
+    if !nsd_here() {
+        return;
+    }
+    let nsd = Nsd::start();
+    let servfail = FakeDns::servfail();
+    let silent = FakeDns::silent();
+    let cases = [
+        (
+            names::A_ONLY,
+            RecordType::A,
+            fetched(ips(&["192.0.2.10"]), 60),
+        ),
+        (names::MISSING, RecordType::A, fetched(Answer::NxDomain, 5)),
+        (names::TXT_ONLY, RecordType::Mx, fetched(Answer::NoData, 5)),
+    ];
+    for bad in [servfail.addr, silent.addr] {
+        for servers in [[bad, nsd.addr], [nsd.addr, bad]] {
+            for (name, record, expected) in &cases {
+                assert_eq!(
+                    &ask_servers(&servers, name, *record, Duration::from_secs(10)),
+                    expected,
+                    "{name} {record:?} from {servers:?} (NSD at {})",
+                    nsd.addr
+                );
+            }
+        }
+    }
+    let got = ask_servers(
+        &[silent.addr, servfail.addr],
+        names::A_ONLY,
+        RecordType::A,
+        Duration::from_millis(300),
+    );
+    assert_eq!(got, fetched(Answer::Failed(Failure::ServFail), 0));
 }
 
 fn runtime() -> tokio::runtime::Runtime {

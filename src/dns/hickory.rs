@@ -48,14 +48,19 @@ impl std::error::Error for BuildError {}
 
 /// Asks through hickory-resolver; cheap to share (`Arc<dyn Lookup>`).
 pub struct Hickory {
-    resolver: TokioResolver,
+    /// One resolver per server, all asked at once: the first server's answer that is no
+    /// failure is the answer. hickory's own pool ends a question at the first SERVFAIL it
+    /// gets, so one broken server among good ones would fail every lookup; a stub resolver
+    /// (glibc's, Postfix's) goes on to the next server.
+    resolvers: Vec<TokioResolver>,
 }
 
 impl Hickory {
     /// A resolver asking `servers` (UDP, TCP when an answer is truncated), or with none
     /// the servers of /etc/resolv.conf (only its servers: names are asked as fully
-    /// qualified, so its search list and `ndots` play no part). Each question is tried
-    /// once per server within `timeout`. hickory's cache is off: `dns::cache` caches.
+    /// qualified, so its search list and `ndots` play no part). Each question goes to
+    /// every server at once, once, within `timeout`. hickory's cache is off: `dns::cache`
+    /// caches.
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> Result<Self, BuildError> {
         let name_servers = if servers.is_empty() {
             let (system, _) = hickory_resolver::system_conf::read_system_conf()
@@ -76,12 +81,17 @@ impl Hickory {
         options.use_hosts_file = ResolveHosts::Never;
         options.ndots = 0;
         options.preserve_intermediates = false;
-        let config = ResolverConfig::from_name_servers(name_servers);
-        let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-            .with_options(options)
-            .build()
-            .map_err(|e| BuildError::Resolver(e.to_string()))?;
-        Ok(Self { resolver })
+        let resolvers = name_servers
+            .into_iter()
+            .map(|server| {
+                let config = ResolverConfig::from_name_servers(vec![server]);
+                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+                    .with_options(options.clone())
+                    .build()
+                    .map_err(|e| BuildError::Resolver(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { resolvers })
     }
 
     async fn ask(&self, name: &str, record: RecordType, timeout: Duration) -> Fetched {
@@ -89,12 +99,38 @@ impl Hickory {
         let Ok(fqdn) = Name::from_str(&format!("{}.", name.trim_end_matches('.'))) else {
             return failed(Failure::ServFail);
         };
-        let asked = self.resolver.lookup(fqdn, hickory_type(record));
-        match tokio::time::timeout(timeout, asked).await {
-            Err(_) => failed(Failure::Timeout),
-            Ok(Ok(lookup)) => records(record, lookup.answers()),
-            Ok(Err(e)) => from_error(&e),
+        let mut asked = tokio::task::JoinSet::new();
+        for resolver in &self.resolvers {
+            let (resolver, fqdn) = (resolver.clone(), fqdn.clone());
+            asked.spawn(async move {
+                match resolver.lookup(fqdn, hickory_type(record)).await {
+                    Ok(lookup) => records(record, lookup.answers()),
+                    Err(e) => from_error(&e),
+                }
+            });
         }
+        // A SERVFAIL is what is known when no server answered better; else a timeout.
+        let mut failure = Failure::Timeout;
+        let answered = tokio::time::timeout(timeout, async {
+            while let Some(joined) = asked.join_next().await {
+                match joined {
+                    Ok(Fetched {
+                        answer: Answer::Failed(Failure::Timeout),
+                        ..
+                    }) => {}
+                    Ok(Fetched {
+                        answer: Answer::Failed(Failure::ServFail),
+                        ..
+                    })
+                    | Err(_) => failure = Failure::ServFail,
+                    Ok(fetched) => return Some(fetched),
+                }
+            }
+            None
+        })
+        .await;
+        // Dropping the set stops the questions still under way.
+        answered.ok().flatten().unwrap_or_else(|| failed(failure))
     }
 }
 

@@ -33,6 +33,10 @@ $TTL 60
 @          IN SOA  ns.helo.test. hostmaster.helo.test. 1 3600 600 86400 5
 @          IN NS   ns
 ns         IN A    127.0.0.1
+; the end-to-end tests' IPv6 client (::1)
+loopback6  IN AAAA ::1
+; an IDNA name: names::BUECHER spells it as a HELO would (a U-label)
+xn--bcher-kva IN A 192.0.2.50
 ; one record type each
 a-only     IN A    192.0.2.10
 aaaa-only  IN AAAA 2001:db8::10
@@ -56,6 +60,12 @@ dangling   IN CNAME missing
 
 /// The zone's names, fully qualified, as the tests ask them.
 pub mod names {
+    /// A 127.0.0.1: the end-to-end tests' IPv4 client.
+    pub const NS: &str = "ns.helo.test";
+    /// AAAA ::1: their IPv6 client.
+    pub const LOOPBACK6: &str = "loopback6.helo.test";
+    /// `xn--bcher-kva.helo.test` A 192.0.2.50, as a HELO would spell it.
+    pub const BUECHER: &str = "BÜCHER.helo.test";
     pub const A_ONLY: &str = "a-only.helo.test";
     pub const AAAA_ONLY: &str = "aaaa-only.helo.test";
     pub const MX_ONLY: &str = "mx-only.helo.test";

@@ -11,8 +11,14 @@ use crate::{
 use std::time::Duration;
 
 pub use crate::{
-    drain::stop_drains_whole_sessions, forged::forged_headers_removed,
-    macros_seen::macros_and_helo_calls, opt_in::invalid_and_non_fqdn,
+    dns::{
+        dns_failure_per_recipient, dns_last_helo_decides, dns_mismatch_tagged,
+        dns_unknown_per_recipient, dns_waits_for_a_slow_answer,
+    },
+    drain::stop_drains_whole_sessions,
+    forged::forged_headers_removed,
+    macros_seen::macros_and_helo_calls,
+    opt_in::invalid_and_non_fqdn,
     percent::percent_in_reply_text,
 };
 

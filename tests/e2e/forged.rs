@@ -7,7 +7,7 @@ use crate::{
     bed::Bed,
     common::{
         mta::{Kind, CAPTURE_DOMAIN},
-        smtp::Session,
+        smtp::{Outcome, Session},
     },
 };
 use std::time::Duration;
@@ -68,8 +68,20 @@ pub fn expect_delivered_tags(bed: &mut Bed, label: &str, helo: &str, expected: &
         session = session.with_header(header);
     }
     let outcome = bed.send(&session);
-    bed.expect_rcpt(&outcome, &rcpt, "250");
-    bed.expect_delivered_to(&outcome, &[rcpt.as_str()]);
+    expect_tags_delivered(bed, label, &outcome, &rcpt, expected);
+}
+
+/// Expects `rcpt` (at [`CAPTURE_DOMAIN`]) accepted and the message of `outcome`
+/// delivered to it with exactly `expected` tag headers.
+pub fn expect_tags_delivered(
+    bed: &mut Bed,
+    label: &str,
+    outcome: &Outcome,
+    rcpt: &str,
+    expected: &[&str],
+) {
+    bed.expect_rcpt(outcome, rcpt, "250");
+    bed.expect_delivered_to(outcome, &[rcpt]);
     let kind = bed.kind();
     let Some(message) = bed
         .mta

@@ -1,7 +1,8 @@
 //! End-to-end tests: the built milter behind a private Postfix and a private Sendmail,
 //! driven over SMTP by a small client, checking the replies a sender sees.
 //!
-//! `policy` runs the cases again through the policy service behind Postfix. `prometheus`
+//! `policy` runs the cases again through the policy service behind Postfix; `dns` runs the
+//! DNS rules through all three against a real NSD (`common::dns_server`). `prometheus`
 //! checks the metrics endpoint through Debian's Prometheus (`bash .ci/install-prometheus`).
 //!
 //! Every case runs against both MTAs (`postfix::<case>` and `sendmail::<case>`). They need
@@ -14,6 +15,7 @@ mod common;
 
 mod bed;
 mod cases;
+mod dns;
 mod docs;
 mod drain;
 mod faults;
@@ -66,4 +68,9 @@ both_mtas!(
     forged_headers_removed,
     stop_drains_whole_sessions,
     invalid_and_non_fqdn,
+    dns_unknown_per_recipient,
+    dns_mismatch_tagged,
+    dns_failure_per_recipient,
+    dns_waits_for_a_slow_answer,
+    dns_last_helo_decides,
 );
