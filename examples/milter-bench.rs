@@ -1744,7 +1744,11 @@ fn report_dns(out: &mut String, targets: &mut [Target], args: &Args, tick: u64) 
                 ms(&tally.rcpt_us, 99.0),
                 ms(&tally.rcpt_us, 100.0),
                 if background {
-                    format!(" ({} sessions, {} refused)", tally.sessions, tally.rejected)
+                    // Good names: any reply but continue is a wrong answer.
+                    format!(
+                        " ({} sessions, {} RCPTs refused or tempfailed)",
+                        tally.sessions, tally.mismatches
+                    )
                 } else {
                     String::new()
                 }
