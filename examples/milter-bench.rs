@@ -171,6 +171,10 @@ struct Args {
     /// The background sessions' HELO (`%n`: as in `--good-helo`); a good name.
     #[arg(long, value_name = "NAME")]
     background_helo: Option<String>,
+    /// The client address of the good and background sessions (one a `--good-helo` name
+    /// resolves to, so that the rule `mismatch` passes too).
+    #[arg(long, value_name = "IPV4")]
+    good_client: Option<Ipv4Addr>,
 }
 
 // Milter protocol constants (libmilter's mfdef.h).
@@ -1515,6 +1519,8 @@ struct Greeting {
     good: Option<String>,
     /// Every session's HELO, and whether it is bogus (`--ip-helos`, background sessions).
     every: Option<(String, bool)>,
+    /// The good sessions' client address (`--good-client`).
+    client: Option<Ipv4Addr>,
 }
 
 /// Numbers for `%n` in HELO names: unique in the run, so the name was never asked before.
@@ -1528,6 +1534,7 @@ impl Greeting {
             return Self {
                 good: None,
                 every: Some((IP_HELO.into(), true)),
+                client: None,
             };
         }
         let own = args
@@ -1538,6 +1545,7 @@ impl Greeting {
         Self {
             good: own.or(any.map(String::as_str)).map(String::from),
             every: None,
+            client: args.good_client,
         }
     }
 
@@ -1547,6 +1555,9 @@ impl Greeting {
             plan.bogus = *bogus;
         } else if let (Some(good), false) = (&self.good, plan.bogus) {
             plan.helo = unique_name(good).into();
+        }
+        if let (Some(client), false) = (self.client, plan.bogus) {
+            plan.client = client;
         }
         plan
     }
@@ -1641,6 +1652,7 @@ fn spawn_background(target: &Target, args: &Args, deadline: Instant) -> JoinSet<
         greeting: Greeting {
             good: None,
             every: Some((helo.clone(), false)),
+            client: args.good_client,
         },
     });
     for _ in 0..args.background {

@@ -49,8 +49,9 @@ other      IN A    192.0.2.21
 other      IN AAAA 2001:db8::20
 ; a record that the cache keeps for one second only
 short  1   IN A    192.0.2.30
-; any name under cold.helo.test (bench: every session a name never asked before)
-*.cold     IN A    192.0.2.40
+; any name under cold.helo.test (bench/dns-bench: every session a name never asked
+; before), with client's address: it passes the rule mismatch
+*.cold     IN A    198.51.100.7
 "#;
 
 /// The zone's names, fully qualified, as the tests ask them.
