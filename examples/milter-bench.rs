@@ -1655,8 +1655,15 @@ fn spawn_background(target: &Target, args: &Args, deadline: Instant) -> JoinSet<
             client: args.good_client,
         },
     });
-    for _ in 0..args.background {
-        workers.spawn(worker(load.clone(), deadline));
+    // Staggered over 0.5 s: started together, sessions that each wait the same timeout
+    // would stay in step, and one stall of the machine would hit all of them at once.
+    let step = Duration::from_millis(500) / args.background.max(1) as u32;
+    for i in 0..args.background {
+        let (load, start) = (load.clone(), step * i as u32);
+        workers.spawn(async move {
+            sleep(start).await;
+            worker(load, deadline).await
+        });
     }
     workers
 }
