@@ -33,6 +33,9 @@ $TTL 60
 @          IN SOA  ns.helo.test. hostmaster.helo.test. 1 3600 600 86400 5
 @          IN NS   ns
 ns         IN A    127.0.0.1
+; any name under cold.helo.test (bench/dns-bench: every session a name never asked
+; before), with client's address: it passes the rule mismatch
+*.cold     IN A    198.51.100.7
 ; one record type each
 a-only     IN A    192.0.2.10
 aaaa-only  IN AAAA 2001:db8::10
@@ -49,9 +52,6 @@ other      IN A    192.0.2.21
 other      IN AAAA 2001:db8::20
 ; a record that the cache keeps for one second only
 short  1   IN A    192.0.2.30
-; any name under cold.helo.test (bench/dns-bench: every session a name never asked
-; before), with client's address: it passes the rule mismatch
-*.cold     IN A    198.51.100.7
 "#;
 
 /// The zone's names, fully qualified, as the tests ask them.
