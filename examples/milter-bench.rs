@@ -53,6 +53,19 @@
 //! round of `milter+m` a scraper GETs `/metrics` every second, so that the endpoint's cost
 //! counts, and the report adds the ratio on/off of sessions/s and of server CPU.
 //!
+//! The DNS rules (issue 21; `bench/dns-bench` runs these): each `--dns-target NAME` is
+//! one more run of the real milter with `--config` plus the `--dns-set` lines at its top,
+//! in alternating rounds; `{nsd}` and `{silent}` in those lines become the addresses of
+//! NSD serving the test zone and of a DNS server that never answers, both from
+//! tests/common/dns_server.rs, started here on loopback ports and stopped at the end.
+//! `--good-helo [TARGET=]NAME` sets the good sessions' HELO (`%n` in it: a number unique
+//! in the run, a name never asked before), `--ip-helos` makes every session greet with an
+//! IP literal (never looked up), and `--background N` runs N more sessions greeting with
+//! `--background-helo` beside each round of a DNS target, not counted in its sessions/s.
+//! The report adds each DNS target's ratio to `milter`, and the RCPT answer time (sending
+//! a good session's first RCPT to its reply: the one that waits for the lookups) of
+//! every target and of the background sessions.
+//!
 //! Bounded: every session has a timeout, every round a duration; the servers it started
 //! are stopped (SIGTERM, then SIGKILL) when it ends, fails, panics or gets SIGINT/SIGTERM.
 //! It only talks to 127.0.0.1.
@@ -63,6 +76,7 @@ mod memory;
 use clap::Parser;
 use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
+    borrow::Cow,
     collections::HashMap,
     fmt::Write as _,
     fs::{self, File},
@@ -156,6 +170,35 @@ struct Args {
     /// Give up on a session after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     timeout: Duration,
+    /// Another run of the real milter, target NAME, with `--config` plus the `--dns-set`
+    /// lines, in alternating rounds with the others; the report adds its ratio to `milter`.
+    #[arg(long, value_name = "NAME", requires = "milter")]
+    dns_target: Vec<String>,
+    /// A line put at the top of the `--dns-target` configurations (a top-level key, or a
+    /// dotted one: `rules.unknown = "reject"`); `{nsd}` becomes the address of NSD serving
+    /// the zone helo.test. of tests/common/dns_server.rs, `{silent}` that of a DNS server
+    /// that never answers, each started by the benchmark.
+    #[arg(long, value_name = "LINE")]
+    dns_set: Vec<String>,
+    /// The HELO of the good sessions, NAME for every target or TARGET=NAME for one; `%n`
+    /// in it becomes a number unique in the run (a name never asked before).
+    #[arg(long, value_name = "[TARGET=]NAME")]
+    good_helo: Vec<String>,
+    /// Every session greets with an IP literal, never asked about in DNS (refused: 550).
+    #[arg(long)]
+    ip_helos: bool,
+    /// Sessions run in a closed loop beside the others during each round of a
+    /// `--dns-target`, every one greeting with `--background-helo`; not counted in the
+    /// target's sessions/s, reported apart.
+    #[arg(long, default_value_t = 0, requires = "background_helo")]
+    background: usize,
+    /// The background sessions' HELO (`%n`: as in `--good-helo`); a good name.
+    #[arg(long, value_name = "NAME")]
+    background_helo: Option<String>,
+    /// The client address of the good and background sessions (one a `--good-helo` name
+    /// resolves to, so that the rule `mismatch` passes too).
+    #[arg(long, value_name = "IPV4")]
+    good_client: Option<Ipv4Addr>,
 }
 
 // Milter protocol constants (libmilter's mfdef.h).
@@ -381,7 +424,7 @@ enum Expect {
 }
 
 struct SessionPlan<'a> {
-    helo: &'a str,
+    helo: Cow<'a, str>,
     bogus: bool,
     client: Ipv4Addr,
     rcpts: Vec<String>,
@@ -398,7 +441,7 @@ impl<'a> SessionPlan<'a> {
             _ => (domain.as_str(), true),
         };
         Self {
-            helo,
+            helo: helo.into(),
             bogus,
             client: Ipv4Addr::new(198, 51, 100, (index % 250) as u8 + 1),
             rcpts: (0..rcpts)
@@ -421,6 +464,8 @@ struct Tally {
     latencies_us: Vec<u32>,
     connect_us: Vec<u32>,
     examples: Vec<String>,
+    /// Good sessions: from sending the first RCPT to its reply (`report_dns`).
+    rcpt_us: Vec<u32>,
 }
 
 impl Tally {
@@ -438,6 +483,7 @@ impl Tally {
         self.scrapes += other.scrapes;
         self.latencies_us.extend(other.latencies_us);
         self.connect_us.extend(other.connect_us);
+        self.rcpt_us.extend(other.rcpt_us);
         for example in other.examples {
             self.note(example);
         }
@@ -539,6 +585,7 @@ async fn session(
     }
 
     let mut accepted = 0;
+    let mut first_rcpt = true;
     for rcpt in &plan.rcpts {
         let address = rcpt.trim_matches(['<', '>']);
         values.insert("{rcpt_addr}".into(), address.into());
@@ -548,9 +595,13 @@ async fn session(
         );
         values.insert("{rcpt_mailer}".into(), "smtp".into());
         let arg = [rcpt.as_bytes(), b"\0"].concat();
+        let sent = Instant::now();
         let reply = mta
             .event(b'R', Some(STAGE_RCPT), &values, &[&arg], NO_RCPT, NR_RCPT)
             .await?;
+        if std::mem::take(&mut first_rcpt) && !plan.bogus {
+            tally.rcpt_us.push(micros(sent.elapsed()));
+        }
         let refused_550 = matches!(&reply, Some((b'y', text)) if text.starts_with(b"550 "));
         let ok = match (expect, plan.bogus) {
             (Expect::Verdicts, true) => refused_550,
@@ -660,13 +711,16 @@ struct Load {
     domains: Vec<String>,
     timeout: Duration,
     next: AtomicU64,
+    greeting: Greeting,
 }
 
 async fn worker(load: Arc<Load>, deadline: Instant) -> Tally {
     let mut tally = Tally::default();
     while Instant::now() < deadline {
         let index = load.next.fetch_add(1, Ordering::Relaxed);
-        let plan = SessionPlan::new(index, load.rcpts, &load.domains);
+        let plan = load
+            .greeting
+            .apply(SessionPlan::new(index, load.rcpts, &load.domains));
         let start = Instant::now();
         let mut local = Tally::default();
         let result = timeout(
@@ -911,6 +965,12 @@ struct Target {
     client_cpu_ticks: Vec<u64>,
     rss: Option<(u64, u64)>,
     storm: Option<memory::Storm>,
+    /// How its sessions greet (`--good-helo`, `--ip-helos`).
+    greeting: Greeting,
+    /// A `--dns-target`: `--background` sessions run beside its rounds.
+    dns: bool,
+    /// Those background sessions, all rounds pooled.
+    background: Tally,
 }
 
 struct Round {
@@ -918,6 +978,7 @@ struct Round {
     tally: Tally,
     server_ticks: u64,
     client_ticks: u64,
+    background: Tally,
 }
 
 async fn run_round(target: &Target, concurrency: usize, args: &Args) -> Result<Round, String> {
@@ -931,6 +992,7 @@ async fn run_round(target: &Target, concurrency: usize, args: &Args) -> Result<R
         domains: args.domains.clone(),
         timeout: args.timeout,
         next: AtomicU64::new(0),
+        greeting: target.greeting.clone(),
     });
     let server0 = cpu_ticks(&pid);
     let client0 = cpu_ticks("self");
@@ -944,11 +1006,14 @@ async fn run_round(target: &Target, concurrency: usize, args: &Args) -> Result<R
     for _ in 0..concurrency {
         workers.spawn(worker(load.clone(), deadline));
     }
+    let background = spawn_background(target, args, deadline);
     let mut tally = Tally::default();
     while let Some(result) = workers.join_next().await {
         tally.merge(result.map_err(|e| format!("load generator task failed: {e}"))?);
     }
     let elapsed = start.elapsed();
+    // After `elapsed`: their last sessions may outlast the round by up to dns_timeout.
+    let background = join_all(background).await?;
     if let Some(scraper) = scraper {
         let (scrapes, failed) = scraper
             .await
@@ -966,6 +1031,7 @@ async fn run_round(target: &Target, concurrency: usize, args: &Args) -> Result<R
         tally,
         server_ticks: cpu_ticks(&pid).saturating_sub(server0),
         client_ticks: cpu_ticks("self").saturating_sub(client0),
+        background,
     })
 }
 
@@ -1118,6 +1184,9 @@ async fn bench(mut args: Args) -> Result<bool, String> {
         if let Some(other) = &args.other_milter {
             specs.push((OTHER, other.clone(), vec![], Expect::Verdicts));
         }
+        for name in &args.dns_target {
+            specs.push((name, milter.clone(), vec![], Expect::Verdicts));
+        }
     }
     if let Some(null) = &args.null {
         specs.push((
@@ -1151,7 +1220,10 @@ async fn bench(mut args: Args) -> Result<bool, String> {
     let mut ports = free_ports(specs.len() + 1).map_err(|e| format!("free ports: {e}"))?;
     let metrics_port = ports.pop().unwrap_or_default();
     let mut targets = Vec::new();
+    // Stopped when dropped, at the end of `bench`.
+    let (dns_lines, _dns_servers) = DnsServers::start(&args)?;
     for ((name, program, spec_args, expect), port) in specs.into_iter().zip(ports) {
+        let is_dns = args.dns_target.iter().any(|t| t == name);
         let metrics =
             (name == METRICS_ON).then(|| SocketAddr::from(([127, 0, 0, 1], metrics_port)));
         let mut run_args: Vec<String> = spec_args
@@ -1159,7 +1231,7 @@ async fn bench(mut args: Args) -> Result<bool, String> {
             .map(|a| a.replace("{port}", &port.to_string()))
             .collect();
         let mut log = dir.path().join(format!("{name}.log"));
-        if name == "milter" || name == METRICS_ON || name == OTHER {
+        if name == "milter" || name == METRICS_ON || name == OTHER || is_dns {
             let config = dir.path().join(format!("{name}.conf"));
             config_with_port(
                 args.config.as_deref().unwrap_or(Path::new("")),
@@ -1167,6 +1239,9 @@ async fn bench(mut args: Args) -> Result<bool, String> {
                 metrics,
                 &config,
             )?;
+            if is_dns {
+                prepend_lines(&config, &dns_lines)?;
+            }
             run_args = vec!["-c".into(), config.display().to_string()];
             if let (Some(path), "milter") = (&args.milter_log, name) {
                 log = path.clone();
@@ -1197,6 +1272,9 @@ async fn bench(mut args: Args) -> Result<bool, String> {
             client_cpu_ticks: vec![0; args.concurrency.len()],
             rss: None,
             storm: None,
+            greeting: Greeting::for_target(name, &args),
+            dns: is_dns,
+            background: Tally::default(),
         });
     }
 
@@ -1254,6 +1332,7 @@ async fn bench(mut args: Args) -> Result<bool, String> {
                 target.tallies[ci].merge(r.tally);
                 target.server_cpu_ticks[ci] += r.server_ticks;
                 target.client_cpu_ticks[ci] += r.client_ticks;
+                target.background.merge(r.background);
             }
         }
     }
@@ -1452,6 +1531,7 @@ fn report(targets: &mut [Target], policy: Option<(u64, u64)>, args: &Args, tick:
             }
         }
     }
+    ok &= report_dns(&mut out, targets, args, tick);
     if ok {
         let _ = writeln!(out, "all sessions answered as expected");
     }
@@ -1496,4 +1576,279 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// DNS rules (issue 21): `--dns-target`, `--dns-set`, `--good-helo`, `--ip-helos`,
+// `--background`.
+
+/// The DNS servers of the test suite, shared rather than copied: NSD with the test zone,
+/// and the server that never answers.
+#[allow(dead_code)]
+#[path = "../tests/common/dns_server.rs"]
+mod dns_server;
+
+/// How the sessions of a target greet where options change the default mix.
+#[derive(Clone, Default)]
+struct Greeting {
+    /// The good sessions' HELO (`--good-helo`).
+    good: Option<String>,
+    /// Every session's HELO, and whether it is bogus (`--ip-helos`, background sessions).
+    every: Option<(String, bool)>,
+    /// The good sessions' client address (`--good-client`).
+    client: Option<Ipv4Addr>,
+}
+
+/// Numbers for `%n` in HELO names: unique in the run, so the name was never asked before.
+static UNIQUE_NAMES: AtomicU64 = AtomicU64::new(0);
+
+impl Greeting {
+    /// The target's greeting: `--ip-helos`, else its `--good-helo` (TARGET=NAME before
+    /// NAME).
+    fn for_target(target: &str, args: &Args) -> Self {
+        if args.ip_helos {
+            return Self {
+                good: None,
+                every: Some((IP_HELO.into(), true)),
+                client: None,
+            };
+        }
+        let own = args
+            .good_helo
+            .iter()
+            .find_map(|g| g.strip_prefix(target)?.strip_prefix('='));
+        let any = args.good_helo.iter().find(|g| !g.contains('='));
+        Self {
+            good: own.or(any.map(String::as_str)).map(String::from),
+            every: None,
+            client: args.good_client,
+        }
+    }
+
+    fn apply<'a>(&self, mut plan: SessionPlan<'a>) -> SessionPlan<'a> {
+        if let Some((helo, bogus)) = &self.every {
+            plan.helo = unique_name(helo).into();
+            plan.bogus = *bogus;
+        } else if let (Some(good), false) = (&self.good, plan.bogus) {
+            plan.helo = unique_name(good).into();
+        }
+        if let (Some(client), false) = (self.client, plan.bogus) {
+            plan.client = client;
+        }
+        plan
+    }
+}
+
+fn unique_name(template: &str) -> String {
+    if template.contains("%n") {
+        let n = UNIQUE_NAMES.fetch_add(1, Ordering::Relaxed);
+        template.replace("%n", &n.to_string())
+    } else {
+        template.to_string()
+    }
+}
+
+/// The DNS servers that `--dns-set` names, running until dropped.
+#[derive(Default)]
+struct DnsServers {
+    nsd: Option<dns_server::Nsd>,
+    silent: Option<dns_server::FakeDns>,
+}
+
+impl DnsServers {
+    /// Starts the servers the `--dns-set` lines name and returns the lines with their
+    /// addresses in.
+    fn start(args: &Args) -> Result<(Vec<String>, Self), String> {
+        let mut servers = Self::default();
+        let wants = |placeholder| args.dns_set.iter().any(|l| l.contains(placeholder));
+        if wants("{nsd}") {
+            if !dns_server::nsd_available() {
+                return Err(format!(
+                    "{} is missing: {}",
+                    dns_server::NSD,
+                    dns_server::INSTALL_NSD
+                ));
+            }
+            // Panics with NSD's log when it does not serve the zone.
+            let nsd = std::panic::catch_unwind(dns_server::Nsd::start)
+                .map_err(|_| "NSD did not start (its log is above)".to_string())?;
+            eprintln!("milter-bench: NSD serving helo.test. on {}", nsd.addr);
+            servers.nsd = Some(nsd);
+        }
+        if wants("{silent}") {
+            let silent = dns_server::FakeDns::silent();
+            eprintln!(
+                "milter-bench: a DNS server that never answers on {}",
+                silent.addr
+            );
+            servers.silent = Some(silent);
+        }
+        let lines = args
+            .dns_set
+            .iter()
+            .map(|line| {
+                let mut line = line.clone();
+                if let Some(nsd) = &servers.nsd {
+                    line = line.replace("{nsd}", &nsd.addr.to_string());
+                }
+                if let Some(silent) = &servers.silent {
+                    line = line.replace("{silent}", &silent.addr.to_string());
+                }
+                line
+            })
+            .collect();
+        Ok((lines, servers))
+    }
+}
+
+/// Puts `lines` at the top of the configuration file `path` (before any table).
+fn prepend_lines(path: &Path, lines: &[String]) -> Result<(), String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut new = lines.join("\n");
+    new.push('\n');
+    new.push_str(&text);
+    fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `--background` sessions beside a round of a `--dns-target`, until `deadline`.
+fn spawn_background(target: &Target, args: &Args, deadline: Instant) -> JoinSet<Tally> {
+    let mut workers = JoinSet::new();
+    let Some(helo) = args.background_helo.as_ref().filter(|_| target.dns) else {
+        return workers;
+    };
+    let load = Arc::new(Load {
+        addr: target.server.addr,
+        expect: target.expect,
+        data: false,
+        nodelay: args.nodelay,
+        rcpts: args.rcpts,
+        domains: args.domains.clone(),
+        timeout: args.timeout,
+        next: AtomicU64::new(0),
+        greeting: Greeting {
+            good: None,
+            every: Some((helo.clone(), false)),
+            client: args.good_client,
+        },
+    });
+    // Staggered over 0.5 s: started together, sessions that each wait the same timeout
+    // would stay in step, and one stall of the machine would hit all of them at once.
+    let step = Duration::from_millis(500) / args.background.max(1) as u32;
+    for i in 0..args.background {
+        let (load, start) = (load.clone(), step * i as u32);
+        workers.spawn(async move {
+            sleep(start).await;
+            worker(load, deadline).await
+        });
+    }
+    workers
+}
+
+async fn join_all(mut workers: JoinSet<Tally>) -> Result<Tally, String> {
+    let mut tally = Tally::default();
+    while let Some(result) = workers.join_next().await {
+        tally.merge(result.map_err(|e| format!("load generator task failed: {e}"))?);
+    }
+    Ok(tally)
+}
+
+/// The DNS figures: each `--dns-target`'s sessions/s and CPU against `milter`'s, the RCPT
+/// answer times of the good sessions, and the background sessions. Returns whether the
+/// background sessions went as expected.
+fn report_dns(out: &mut String, targets: &mut [Target], args: &Args, tick: u64) -> bool {
+    if args.dns_target.is_empty() {
+        return true;
+    }
+    let us_per_tick = 1e6 / tick as f64;
+    let figures = |t: &Target, ci: usize| {
+        let sessions = t.tallies[ci].sessions.max(1) as f64;
+        (
+            median(&t.rounds[ci]),
+            t.server_cpu_ticks[ci] as f64 * us_per_tick / sessions,
+        )
+    };
+    let ms = |us: &[u32], p: f64| percentile_ms(us, p);
+    let Some(off) = targets.iter().position(|t| t.server.name == "milter") else {
+        return true;
+    };
+    let _ = writeln!(out, "\nDNS rules on / off (target / milter):");
+    for (ci, &concurrency) in args.concurrency.iter().enumerate() {
+        let (off_rate, off_cpu) = figures(&targets[off], ci);
+        for target in targets.iter().filter(|t| t.dns) {
+            let (rate, cpu) = figures(target, ci);
+            let _ = writeln!(
+                out,
+                "{concurrency:>5}   {:<12} sessions/s {:.3}x, server cpu per session {:.3}x",
+                target.server.name,
+                rate / off_rate.max(f64::MIN_POSITIVE),
+                cpu / off_cpu.max(f64::MIN_POSITIVE)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nRCPT answer, good sessions (sending the first RCPT to its reply), all rounds:"
+    );
+    let _ = writeln!(
+        out,
+        "       {:<24} {:>9} {:>8} {:>8} {:>8}  helo",
+        "target", "RCPTs", "p50 ms", "p99 ms", "max ms"
+    );
+    let mut ok = true;
+    for target in targets.iter_mut() {
+        let mut rows = vec![(target.server.name.clone(), Tally::default(), false)];
+        for tally in &mut target.tallies {
+            rows[0].1.rcpt_us.append(&mut tally.rcpt_us);
+        }
+        if target.background.sessions + target.background.errors > 0 {
+            let mut background = std::mem::take(&mut target.background);
+            let name = format!("{} background", target.server.name);
+            ok &= background.errors == 0 && background.mismatches == 0;
+            if background.errors + background.mismatches > 0 {
+                let _ = writeln!(
+                    out,
+                    "FAILED {name}: {} failed sessions, {} wrong answers, e.g.:",
+                    background.errors, background.mismatches
+                );
+                for example in background.examples.iter().take(5) {
+                    let _ = writeln!(out, "    {example}");
+                }
+            }
+            background.examples.clear();
+            rows.push((name, background, true));
+        }
+        for (name, mut tally, background) in rows {
+            tally.rcpt_us.sort_unstable();
+            let helo = match (background, &target.greeting) {
+                (true, _) => args.background_helo.clone().unwrap_or_default(),
+                (
+                    false,
+                    Greeting {
+                        every: Some((h, _)),
+                        ..
+                    },
+                ) => h.clone(),
+                (false, Greeting { good: Some(h), .. }) => h.clone(),
+                _ => GOOD_HELO.into(),
+            };
+            let _ = writeln!(
+                out,
+                "       {name:<24} {:>9} {:>8.2} {:>8.2} {:>8.2}  {helo}{}",
+                tally.rcpt_us.len(),
+                ms(&tally.rcpt_us, 50.0),
+                ms(&tally.rcpt_us, 99.0),
+                ms(&tally.rcpt_us, 100.0),
+                if background {
+                    // Good names: any reply but continue is a wrong answer.
+                    format!(
+                        " ({} sessions, {} RCPTs refused or tempfailed)",
+                        tally.sessions, tally.mismatches
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    ok
 }
