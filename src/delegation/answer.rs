@@ -31,6 +31,10 @@ impl Service {
             return None;
         }
         let ruleset = self.shared.ruleset();
+        // With the DNS rules off (the usual case) the facts are not gathered twice a RCPT.
+        if !ruleset.needs_dns() {
+            return None;
+        }
         let conn = self.connection_facts(request);
         let name = dns_session::name_to_ask(&ruleset, &conn)?;
         if !dns_session::waits(&ruleset, &conn) {
